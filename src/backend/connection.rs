@@ -1,0 +1,269 @@
+//! One server connection: TCP connect, the server's greeting, and the login as a configured
+//! user, answering mysql_native_password (from the password or the SHA1(password) recovered from
+//! the client's login) or MariaDB's client_ed25519 (password needed).
+
+use crate::protocol::auth::{self, Stage1};
+use crate::protocol::basic::ErrPacket;
+use crate::protocol::constants::{cap, errcode};
+use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
+use crate::protocol::{Framed, OkPacket, ProtocolError};
+use bytes::BytesMut;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// What Weiche knows of a user's password when it logs in to a backend.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Empty,
+    /// SHA1(password): enough for mysql_native_password.
+    Stage1(Stage1),
+    /// The password itself: enough for every plugin.
+    Plain(Vec<u8>),
+}
+
+impl Secret {
+    fn stage1(&self) -> Option<Stage1> {
+        match self {
+            Secret::Empty => None,
+            Secret::Stage1(s) => Some(*s),
+            Secret::Plain(p) => Some(auth::stage1(p)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How to log in.
+#[derive(Debug, Clone)]
+pub struct LoginParams {
+    pub user: String,
+    pub secret: Secret,
+    /// The client's capabilities; the response-shaping ones are requested from the server.
+    pub client_capabilities: u32,
+    pub charset: u8,
+    pub database: Option<Vec<u8>>,
+    pub connect_attrs: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// Why a server connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect to backend {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("backend {address} did not complete the login within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+    #[error("backend {address}: {source}")]
+    Protocol {
+        address: String,
+        source: ProtocolError,
+    },
+    #[error("backend {address} refused the login: {err}")]
+    Refused { address: String, err: ErrPacket },
+    #[error("backend {address} wants auth plugin '{plugin}' for user '{user}', {why}")]
+    Plugin {
+        address: String,
+        user: String,
+        plugin: String,
+        why: &'static str,
+    },
+}
+
+impl BackendError {
+    /// The ERR packet a client sees for this failure. A server's own refusal (unknown database,
+    /// access denied, too many connections) reaches the client unchanged.
+    pub fn to_client_error(&self) -> ErrPacket {
+        match self {
+            BackendError::Refused { err, .. } => err.clone(),
+            other => ErrPacket::new(
+                errcode::CR_CONN_HOST_ERROR,
+                "HY000",
+                format!("Weiche: {other}"),
+            ),
+        }
+    }
+}
+
+/// An open, logged-in connection to a backend.
+#[derive(Debug)]
+pub struct ServerConnection {
+    pub framed: Framed<TcpStream>,
+    pub address: String,
+    /// The backend's id for this connection (what KILL on that server needs).
+    pub thread_id: u32,
+    pub capabilities: u32,
+    pub server_version: Vec<u8>,
+    /// Status flags of the last OK/EOF.
+    pub status: u16,
+}
+
+impl ServerConnection {
+    pub async fn connect(
+        address: &str,
+        params: &LoginParams,
+    ) -> Result<ServerConnection, BackendError> {
+        match tokio::time::timeout(params.timeout, Self::connect_inner(address, params)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout {
+                address: address.to_string(),
+                timeout: params.timeout,
+            }),
+        }
+    }
+
+    async fn connect_inner(
+        address: &str,
+        params: &LoginParams,
+    ) -> Result<ServerConnection, BackendError> {
+        let proto = |source| BackendError::Protocol {
+            address: address.to_string(),
+            source,
+        };
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|source| BackendError::Connect {
+                address: address.to_string(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream);
+        let first = framed.read_packet(1 << 16).await.map_err(proto)?;
+        if first.payload.first() == Some(&0xff) {
+            let err = ErrPacket::decode(&first.payload).map_err(proto)?;
+            return Err(BackendError::Refused {
+                address: address.to_string(),
+                err,
+            });
+        }
+        let greeting = Greeting::decode(&first.payload).map_err(proto)?;
+        let server_caps = greeting.capabilities;
+        for needed in [cap::PROTOCOL_41, cap::SECURE_CONNECTION, cap::PLUGIN_AUTH] {
+            if server_caps & needed == 0 {
+                return Err(proto(ProtocolError::Unsupported(
+                    "backends without PROTOCOL_41, SECURE_CONNECTION and PLUGIN_AUTH",
+                )));
+            }
+        }
+        let mut caps = (params.client_capabilities & cap::RESPONSE_SHAPING & server_caps)
+            | cap::LONG_PASSWORD
+            | cap::PROTOCOL_41
+            | cap::SECURE_CONNECTION
+            | cap::PLUGIN_AUTH
+            | cap::TRANSACTIONS
+            | (server_caps & cap::PLUGIN_AUTH_LENENC_CLIENT_DATA);
+        if params.database.is_some() {
+            caps |= cap::CONNECT_WITH_DB;
+        }
+        if params.connect_attrs.is_some() && server_caps & cap::CONNECT_ATTRS != 0 {
+            caps |= cap::CONNECT_ATTRS;
+        }
+        let (plugin, response) =
+            self::answer(address, params, &greeting.auth_plugin, &greeting.scramble)?;
+        let login = HandshakeResponse {
+            capabilities: caps,
+            max_packet: 1 << 30,
+            charset: params.charset,
+            username: params.user.as_bytes().to_vec(),
+            auth_response: response,
+            database: params.database.clone(),
+            auth_plugin: Some(plugin.to_vec()),
+            connect_attrs: params
+                .connect_attrs
+                .clone()
+                .filter(|_| caps & cap::CONNECT_ATTRS != 0),
+        };
+        let mut buf = BytesMut::new();
+        login.encode(&mut buf);
+        let mut seq = framed
+            .send(first.seq.wrapping_add(1), &buf)
+            .await
+            .map_err(proto)?;
+        // At most a few rounds: OK, ERR, or an auth switch to a plugin we can answer.
+        for _ in 0..4 {
+            let p = framed.read_packet(1 << 16).await.map_err(proto)?;
+            match p.payload.first() {
+                Some(0x00) => {
+                    let ok = OkPacket::decode(&p.payload).map_err(proto)?;
+                    return Ok(ServerConnection {
+                        framed,
+                        address: address.to_string(),
+                        thread_id: greeting.connection_id,
+                        capabilities: caps,
+                        server_version: greeting.server_version,
+                        status: ok.status,
+                    });
+                }
+                Some(0xff) => {
+                    let err = ErrPacket::decode(&p.payload).map_err(proto)?;
+                    return Err(BackendError::Refused {
+                        address: address.to_string(),
+                        err,
+                    });
+                }
+                Some(0xfe) => {
+                    let switch = AuthSwitch::decode(&p.payload).map_err(proto)?;
+                    let (_, response) =
+                        self::answer(address, params, &switch.plugin, &switch.data)?;
+                    seq = framed
+                        .send(p.seq.wrapping_add(1), &response)
+                        .await
+                        .map_err(proto)?;
+                }
+                _ => {
+                    return Err(proto(ProtocolError::Malformed(
+                        "unexpected packet during backend login",
+                    )));
+                }
+            }
+        }
+        let _ = seq;
+        Err(proto(ProtocolError::Malformed(
+            "backend login did not finish",
+        )))
+    }
+}
+
+/// The auth response for `plugin` and its challenge. A plugin Weiche cannot answer falls back to
+/// mysql_native_password in the login packet (the server then switches if the account needs).
+fn answer(
+    address: &str,
+    params: &LoginParams,
+    plugin: &[u8],
+    challenge: &[u8],
+) -> Result<(&'static [u8], Vec<u8>), BackendError> {
+    let fail = |why| BackendError::Plugin {
+        address: address.to_string(),
+        user: params.user.clone(),
+        plugin: String::from_utf8_lossy(plugin).into_owned(),
+        why,
+    };
+    if plugin == auth::ED25519 {
+        return match &params.secret {
+            Secret::Plain(p) => Ok((auth::ED25519, auth::ed25519_response(p, challenge).to_vec())),
+            Secret::Empty => Ok((
+                auth::ED25519,
+                auth::ed25519_response(b"", challenge).to_vec(),
+            )),
+            Secret::Stage1(_) => Err(fail(
+                "which needs the password itself: configure `password`, not `password_hash`",
+            )),
+        };
+    }
+    if plugin == auth::NATIVE_PASSWORD || plugin.is_empty() || plugin == auth::CACHING_SHA2 {
+        let response = match params.secret.stage1() {
+            Some(s1) => auth::native_response(&s1, challenge).to_vec(),
+            None => Vec::new(),
+        };
+        return Ok((auth::NATIVE_PASSWORD, response));
+    }
+    Err(fail(
+        "which Weiche cannot answer (supported: mysql_native_password, client_ed25519)",
+    ))
+}

@@ -1,0 +1,291 @@
+//! Configuration: a TOML file and mysql-proxy compatible flags become one validated `Config`.
+//! Flags override the file. Validation names the first problem in one line; Weiche refuses to
+//! start on it.
+
+mod cli;
+mod ini;
+
+pub use cli::{Cli, LoadedConfig};
+
+use crate::protocol::auth::{self, Stage2};
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration problem, worded for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The file as written (every field optional so that flags can fill in).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub proxy: FileProxy,
+    #[serde(default)]
+    pub backends: Vec<FileBackend>,
+    #[serde(default)]
+    pub users: Vec<FileUser>,
+    pub monitor: Option<FileCredentials>,
+    #[serde(default)]
+    pub admin: FileAdmin,
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProxy {
+    pub address: Option<String>,
+    pub event_threads: Option<usize>,
+    pub connect_timeout: Option<f64>,
+    pub max_packet_size: Option<usize>,
+    pub pid_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    pub address: String,
+    #[serde(default)]
+    pub role: Role,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUser {
+    pub name: String,
+    pub password: Option<String>,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCredentials {
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub address: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub level: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+/// A backend's role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Primary,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// One backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// As written (`host:port`), for logs and for connecting (resolved at connect time).
+    pub address: String,
+    pub role: Role,
+}
+
+/// An account clients log in with, and that Weiche uses on the backends.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// SHA1(SHA1(password)), what a client's mysql_native_password answer is checked against.
+    pub stage2: Stage2,
+    /// The password itself when configured (needed for backends that use client_ed25519).
+    pub password: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for User {
+    // Never print secrets, not even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Credentials Weiche uses for its own connections (monitor, admin).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Worker threads (current-thread runtimes); a client lives on one for its whole life.
+    pub event_threads: usize,
+    pub backends: Vec<Backend>,
+    pub users: Vec<User>,
+    pub monitor: Option<Credentials>,
+    pub admin_address: Option<SocketAddr>,
+    pub admin: Option<Credentials>,
+    pub connect_timeout: Duration,
+    /// The largest command a client may send, in bytes (all its packets together).
+    pub max_packet_size: usize,
+    pub log_level: String,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn user(&self, name: &[u8]) -> Option<&User> {
+        self.users.iter().find(|u| u.name.as_bytes() == name)
+    }
+
+    /// The primary: the first backend with that role.
+    pub fn primary(&self) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.role == Role::Primary)
+    }
+}
+
+pub const DEFAULT_ADDRESS: &str = "0.0.0.0:4040";
+pub const DEFAULT_MAX_PACKET: usize = 64 << 20;
+
+pub fn parse_socket_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            invalid(format!(
+                "{what}: '{s}' is not an address of the form host:port"
+            ))
+        })
+}
+
+/// A backend address must be host:port (mysql-proxy also accepted a bare host: port 3306).
+pub fn normalize_backend_addr(s: &str) -> Result<String, ConfigError> {
+    let s = s.trim();
+    let with_port = if s
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        s.to_string()
+    } else {
+        format!("{s}:3306")
+    };
+    let (host, port) = with_port.rsplit_once(':').unwrap_or((&with_port, ""));
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(invalid(format!(
+            "backend address '{s}' is not of the form host:port"
+        )));
+    }
+    Ok(with_port)
+}
+
+pub fn make_user(
+    name: &str,
+    password: Option<&str>,
+    hash: Option<&str>,
+) -> Result<User, ConfigError> {
+    if name.is_empty() {
+        return Err(invalid("a user has an empty name"));
+    }
+    match (password, hash) {
+        (Some(_), Some(_)) => Err(invalid(format!(
+            "user '{name}': give password or password_hash, not both"
+        ))),
+        (Some(p), None) => Ok(User {
+            name: name.to_string(),
+            stage2: auth::stage2(&auth::stage1(p.as_bytes())),
+            password: Some(p.as_bytes().to_vec()),
+        }),
+        (None, Some(h)) => {
+            let stage2 = auth::parse_native_hash(h.trim()).ok_or_else(|| {
+                invalid(format!(
+                    "user '{name}': password_hash must be '*' and 40 hex digits, as in mysql.user"
+                ))
+            })?;
+            Ok(User {
+                name: name.to_string(),
+                stage2,
+                password: None,
+            })
+        }
+        (None, None) => Err(invalid(format!(
+            "user '{name}' has neither password nor password_hash"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_addresses() {
+        assert_eq!(
+            normalize_backend_addr("127.0.0.1:13306").unwrap(),
+            "127.0.0.1:13306"
+        );
+        assert_eq!(normalize_backend_addr("db1").unwrap(), "db1:3306");
+        assert!(normalize_backend_addr(":3306").is_err());
+        assert!(normalize_backend_addr("db:0").is_err());
+    }
+
+    #[test]
+    fn users_need_exactly_one_secret() {
+        assert!(make_user("a", None, None).is_err());
+        assert!(make_user(
+            "a",
+            Some("x"),
+            Some("*6BB4837EB74329105EE4568DDA7DC67ED2CA2AD9")
+        )
+        .is_err());
+        assert!(make_user("a", None, Some("*6BB4")).is_err());
+        let u = make_user("a", None, Some("*6BB4837EB74329105EE4568DDA7DC67ED2CA2AD9")).unwrap();
+        assert_eq!(
+            u.stage2,
+            make_user("a", Some("123456"), None).unwrap().stage2
+        );
+        assert!(!format!("{u:?}").contains("6BB4"));
+    }
+}

@@ -1,0 +1,12 @@
+//! Weiche is a MySQL/MariaDB proxy. Clients connect to it as if it were the server; it
+//! authenticates them itself and relays their commands over server connections it opens to the
+//! backends with credentials it holds. `protocol` and `sql` know the wire and the language;
+//! `session` is one client's life; `backend` opens server connections; `server` runs it all.
+
+pub mod backend;
+pub mod config;
+pub mod logging;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod sql;

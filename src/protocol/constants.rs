@@ -1,0 +1,135 @@
+//! Numbers of the MySQL wire protocol: capability flags, status flags, command bytes.
+
+/// Capability flags (the lower 32 bits MySQL and MariaDB share).
+pub mod cap {
+    pub const LONG_PASSWORD: u32 = 1;
+    pub const FOUND_ROWS: u32 = 1 << 1;
+    pub const LONG_FLAG: u32 = 1 << 2;
+    pub const CONNECT_WITH_DB: u32 = 1 << 3;
+    pub const NO_SCHEMA: u32 = 1 << 4;
+    pub const COMPRESS: u32 = 1 << 5;
+    pub const ODBC: u32 = 1 << 6;
+    pub const LOCAL_FILES: u32 = 1 << 7;
+    pub const IGNORE_SPACE: u32 = 1 << 8;
+    pub const PROTOCOL_41: u32 = 1 << 9;
+    pub const INTERACTIVE: u32 = 1 << 10;
+    pub const SSL: u32 = 1 << 11;
+    pub const IGNORE_SIGPIPE: u32 = 1 << 12;
+    pub const TRANSACTIONS: u32 = 1 << 13;
+    pub const RESERVED: u32 = 1 << 14;
+    pub const SECURE_CONNECTION: u32 = 1 << 15;
+    pub const MULTI_STATEMENTS: u32 = 1 << 16;
+    pub const MULTI_RESULTS: u32 = 1 << 17;
+    pub const PS_MULTI_RESULTS: u32 = 1 << 18;
+    pub const PLUGIN_AUTH: u32 = 1 << 19;
+    pub const CONNECT_ATTRS: u32 = 1 << 20;
+    pub const PLUGIN_AUTH_LENENC_CLIENT_DATA: u32 = 1 << 21;
+    pub const CAN_HANDLE_EXPIRED_PASSWORDS: u32 = 1 << 22;
+    pub const SESSION_TRACK: u32 = 1 << 23;
+    pub const DEPRECATE_EOF: u32 = 1 << 24;
+
+    /// What Weiche offers clients. No COMPRESS and no SSL yet; no MariaDB extended capabilities,
+    /// so every client speaks the plain MySQL 4.1 protocol with us.
+    pub const WEICHE_SERVER: u32 = LONG_PASSWORD
+        | FOUND_ROWS
+        | LONG_FLAG
+        | CONNECT_WITH_DB
+        | NO_SCHEMA
+        | ODBC
+        | LOCAL_FILES
+        | IGNORE_SPACE
+        | PROTOCOL_41
+        | INTERACTIVE
+        | IGNORE_SIGPIPE
+        | TRANSACTIONS
+        | SECURE_CONNECTION
+        | MULTI_STATEMENTS
+        | MULTI_RESULTS
+        | PS_MULTI_RESULTS
+        | PLUGIN_AUTH
+        | CONNECT_ATTRS
+        | PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | SESSION_TRACK
+        | DEPRECATE_EOF;
+
+    /// Flags that change the shape or meaning of responses: a server connection must be opened
+    /// with exactly the client's choice of these, because its responses are relayed unchanged.
+    pub const RESPONSE_SHAPING: u32 = FOUND_ROWS
+        | LONG_FLAG
+        | NO_SCHEMA
+        | ODBC
+        | LOCAL_FILES
+        | IGNORE_SPACE
+        | INTERACTIVE
+        | MULTI_STATEMENTS
+        | MULTI_RESULTS
+        | PS_MULTI_RESULTS
+        | SESSION_TRACK
+        | DEPRECATE_EOF;
+}
+
+/// Server status flags, as found in OK and EOF packets.
+pub mod status {
+    pub const IN_TRANS: u16 = 0x0001;
+    pub const AUTOCOMMIT: u16 = 0x0002;
+    pub const MORE_RESULTS_EXISTS: u16 = 0x0008;
+    pub const NO_GOOD_INDEX_USED: u16 = 0x0010;
+    pub const NO_INDEX_USED: u16 = 0x0020;
+    pub const CURSOR_EXISTS: u16 = 0x0040;
+    pub const LAST_ROW_SENT: u16 = 0x0080;
+    pub const IN_TRANS_READONLY: u16 = 0x2000;
+    pub const SESSION_STATE_CHANGED: u16 = 0x4000;
+}
+
+/// Command bytes (`COM_*`), the first byte of every client command.
+pub mod com {
+    pub const SLEEP: u8 = 0;
+    pub const QUIT: u8 = 1;
+    pub const INIT_DB: u8 = 2;
+    pub const QUERY: u8 = 3;
+    pub const FIELD_LIST: u8 = 4;
+    pub const CREATE_DB: u8 = 5;
+    pub const DROP_DB: u8 = 6;
+    pub const REFRESH: u8 = 7;
+    pub const SHUTDOWN: u8 = 8;
+    pub const STATISTICS: u8 = 9;
+    pub const PROCESS_INFO: u8 = 10;
+    pub const CONNECT: u8 = 11;
+    pub const PROCESS_KILL: u8 = 12;
+    pub const DEBUG: u8 = 13;
+    pub const PING: u8 = 14;
+    pub const TIME: u8 = 15;
+    pub const DELAYED_INSERT: u8 = 16;
+    pub const CHANGE_USER: u8 = 17;
+    pub const BINLOG_DUMP: u8 = 18;
+    pub const TABLE_DUMP: u8 = 19;
+    pub const CONNECT_OUT: u8 = 20;
+    pub const REGISTER_SLAVE: u8 = 21;
+    pub const STMT_PREPARE: u8 = 22;
+    pub const STMT_EXECUTE: u8 = 23;
+    pub const STMT_SEND_LONG_DATA: u8 = 24;
+    pub const STMT_CLOSE: u8 = 25;
+    pub const STMT_RESET: u8 = 26;
+    pub const SET_OPTION: u8 = 27;
+    pub const STMT_FETCH: u8 = 28;
+    pub const DAEMON: u8 = 29;
+    pub const BINLOG_DUMP_GTID: u8 = 30;
+    pub const RESET_CONNECTION: u8 = 31;
+}
+
+/// Error codes Weiche sends itself, with MariaDB's numbers so that clients react as usual.
+pub mod errcode {
+    pub const ER_CON_COUNT_ERROR: u16 = 1040;
+    pub const ER_ACCESS_DENIED: u16 = 1045;
+    pub const ER_UNKNOWN_COM: u16 = 1047;
+    pub const ER_NO_SUCH_THREAD: u16 = 1094;
+    pub const ER_NET_PACKET_TOO_LARGE: u16 = 1153;
+    pub const ER_UNKNOWN_ERROR: u16 = 1105;
+    pub const ER_NOT_SUPPORTED_YET: u16 = 1235;
+    pub const ER_HANDSHAKE_ERROR: u16 = 1043;
+    pub const CR_SERVER_LOST: u16 = 2013;
+    pub const CR_CONN_HOST_ERROR: u16 = 2003;
+}
+
+/// Largest payload of one physical packet; a payload this long continues in the next packet.
+pub const MAX_CHUNK: usize = 0xFF_FFFF;

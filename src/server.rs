@@ -1,0 +1,126 @@
+//! The process: worker threads, each a current-thread Tokio runtime, and one acceptor that
+//! hands each accepted client to a worker in turn. A client lives on one worker for its whole
+//! life, so nothing on the query path crosses threads.
+
+use crate::config::Config;
+use crate::session::{self, Shared};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+type Handoff = (std::net::TcpStream, SocketAddr);
+
+/// Run until SIGINT or SIGTERM.
+pub fn run(config: Arc<Config>) -> Result<(), ServerError> {
+    let shared = Shared::new((*config).clone());
+    let mut workers = Vec::new();
+    for n in 0..config.event_threads {
+        let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
+        let shared = shared.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServerError::Runtime)?;
+        std::thread::Builder::new()
+            .name(format!("weiche-worker-{n}"))
+            .spawn(move || rt.block_on(worker(shared, rx)))
+            .map_err(ServerError::Runtime)?;
+        workers.push(tx);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::Runtime)?;
+    rt.block_on(accept_loop(shared, config.listen, workers))
+}
+
+async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Handoff>) {
+    while let Some((stream, peer)) = rx.recv().await {
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => {
+                tokio::spawn(session::serve(shared.clone(), s, peer));
+            }
+            Err(e) => tracing::warn!("cannot adopt connection from {peer}: {e}"),
+        }
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    workers: Vec<mpsc::UnboundedSender<Handoff>>,
+) -> Result<(), ServerError> {
+    let listener = listen(addr).map_err(|source| ServerError::Listen { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    match shared.probe_primary().await {
+        Ok(()) => {
+            let info = shared.server_info();
+            tracing::info!("primary is {}", String::from_utf8_lossy(&info.version));
+        }
+        Err(e) => tracing::warn!(
+            "cannot reach the primary yet ({e}); clients will get an error until it is up"
+        ),
+    }
+    tracing::info!(address = %local, workers = workers.len(), "weiche {} listening", env!("CARGO_PKG_VERSION"));
+    let mut next = 0usize;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let Ok(std_stream) = stream.into_std() else { continue };
+                    let _ = workers[next % workers.len()].send((std_stream, peer));
+                    next = next.wrapping_add(1);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: log, pause briefly, carry on.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            sig = &mut shutdown => {
+                tracing::info!("{sig}: stopping ({} sessions open)", shared.registry.len());
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,300 @@
+//! The command loop: read a command from the client, relay it to the server connection and
+//! stream the response back. Commands that need Weiche's own answer (QUIT, CHANGE_USER, KILL,
+//! commands a proxy must not relay) are handled here.
+
+use super::frontend::{access_denied, check_password, switch_to_native};
+use super::relay::{forward_command, relay_response, RelayError};
+use super::Session;
+use crate::backend::ServerConnection;
+use crate::protocol::auth::{self, NATIVE_PASSWORD};
+use crate::protocol::constants::{com, errcode, MAX_CHUNK};
+use crate::protocol::handshake::ChangeUser;
+use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, ProtocolError, Walker};
+use crate::sql::kill;
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// What the loop does after a command.
+enum Next {
+    Continue,
+    Close,
+}
+
+/// Serve commands until the client quits, disconnects or is killed.
+pub(crate) async fn run(s: &mut Session) {
+    let handle = s.handle.clone();
+    loop {
+        let read = tokio::select! {
+            r = s.client.read_chunk(MAX_CHUNK) => r,
+            _ = handle.killed.notified() => {
+                tracing::info!("killed by KILL CONNECTION");
+                return;
+            }
+        };
+        let cmd = match read {
+            Ok(c) => c,
+            Err(e) if e.is_disconnect() => return,
+            Err(e) => {
+                tracing::warn!("bad packet from client: {e}");
+                let err =
+                    ErrPacket::new(errcode::ER_UNKNOWN_ERROR, "08S01", format!("Weiche: {e}"));
+                let _ = s.send_err(1, &err).await;
+                return;
+            }
+        };
+        match dispatch(s, cmd).await {
+            Ok(Next::Continue) => {}
+            Ok(Next::Close) => return,
+            Err(RelayError::Client(e)) => {
+                if !e.is_disconnect() {
+                    tracing::warn!("client: {e}");
+                }
+                return;
+            }
+            Err(RelayError::Server(e)) => {
+                tracing::warn!("lost the server connection: {e}");
+                let err = ErrPacket::new(
+                    errcode::CR_SERVER_LOST,
+                    "HY000",
+                    format!("Weiche: lost the connection to the backend ({e})"),
+                );
+                let _ = s.send_err(1, &err).await;
+                return;
+            }
+            Err(e @ RelayError::CommandTooLarge { .. }) => {
+                tracing::warn!("{e}; closing");
+                let err = ErrPacket::new(
+                    errcode::ER_NET_PACKET_TOO_LARGE,
+                    "08S01",
+                    "Got a packet bigger than 'max_allowed_packet' bytes",
+                );
+                let _ = s.send_err(1, &err).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
+    let Some(&code) = cmd.payload.first() else {
+        reply_err(
+            s,
+            cmd.seq,
+            ErrPacket::new(errcode::ER_UNKNOWN_COM, "08S01", "Unknown command"),
+        )
+        .await?;
+        return Ok(Next::Continue);
+    };
+    match code {
+        com::QUIT => return Ok(Next::Close),
+        com::CHANGE_USER => return change_user(s, cmd).await,
+        com::QUERY => {
+            if let Some(k) = kill::parse(&cmd.payload[1..]) {
+                return run_kill(s, cmd.seq, k.id, |tid| k.to_sql(tid).into_bytes()).await;
+            }
+        }
+        com::PROCESS_KILL if cmd.payload.len() >= 5 => {
+            let id = u32::from_le_bytes([
+                cmd.payload[1],
+                cmd.payload[2],
+                cmd.payload[3],
+                cmd.payload[4],
+            ]);
+            return run_kill(s, cmd.seq, id as u64, |tid| {
+                let mut p = vec![com::PROCESS_KILL];
+                p.extend_from_slice(&tid.to_le_bytes());
+                p
+            })
+            .await;
+        }
+        _ => {}
+    }
+    let Some(expect) = Expect::for_command(code) else {
+        tracing::info!(command = code, "refused a command Weiche does not relay");
+        let err = ErrPacket::new(errcode::ER_UNKNOWN_COM, "08S01", "Unknown command");
+        reply_err(s, cmd.seq, err).await?;
+        return Ok(Next::Continue);
+    };
+    relay(s, cmd, expect).await?;
+    Ok(Next::Continue)
+}
+
+/// Send a command to the server connection and stream its response back.
+async fn relay(s: &mut Session, cmd: Chunk, expect: Expect) -> Result<(), RelayError> {
+    let code = cmd.payload[0];
+    let deprecate_eof = s.deprecate_eof();
+    let max = s.config.max_packet_size;
+    let Some(server) = s.server.as_mut() else {
+        return Err(RelayError::Server(ProtocolError::Closed));
+    };
+    forward_command(&mut s.client, &mut server.framed, &cmd, max).await?;
+    let binary = code == com::STMT_EXECUTE || code == com::STMT_FETCH;
+    let mut walker = Walker::new(expect, deprecate_eof, binary);
+    relay_response(&mut s.client, &mut server.framed, &mut walker).await?;
+    if let Some(st) = walker.status {
+        server.status = st;
+    }
+    if code == com::INIT_DB && !walker.error {
+        s.database = Some(cmd.payload[1..].to_vec());
+    }
+    Ok(())
+}
+
+async fn reply_err(s: &mut Session, cmd_seq: u8, err: ErrPacket) -> Result<(), RelayError> {
+    s.send_err(cmd_seq.wrapping_add(1), &err)
+        .await
+        .map_err(RelayError::Client)
+}
+
+/// KILL of a Weiche connection id: find the server thread behind it and kill that one, with
+/// the requesting user's rights (the backend checks them).
+async fn run_kill(
+    s: &mut Session,
+    seq: u8,
+    id: u64,
+    rewrite: impl Fn(u32) -> Vec<u8>,
+) -> Result<Next, RelayError> {
+    let target = u32::try_from(id)
+        .ok()
+        .and_then(|id| s.shared.registry.get(id).map(|h| (id, h)));
+    let Some((target_id, handle)) = target else {
+        let err = ErrPacket::new(
+            errcode::ER_NO_SUCH_THREAD,
+            "HY000",
+            format!("Unknown thread id: {id}"),
+        );
+        reply_err(s, seq, err).await?;
+        return Ok(Next::Continue);
+    };
+    let Some((address, thread_id)) = handle.server() else {
+        let err = ErrPacket::new(
+            errcode::ER_NO_SUCH_THREAD,
+            "HY000",
+            format!("Unknown thread id: {id}"),
+        );
+        reply_err(s, seq, err).await?;
+        return Ok(Next::Continue);
+    };
+    let payload = {
+        let sql = rewrite(thread_id);
+        if sql.first() == Some(&com::PROCESS_KILL) {
+            Bytes::from(sql)
+        } else {
+            let mut p = BytesMut::with_capacity(sql.len() + 1);
+            p.put_u8(com::QUERY);
+            p.put_slice(&sql);
+            p.freeze()
+        }
+    };
+    let is_query_kill =
+        payload[0] == com::QUERY && payload.windows(5).any(|w| w.eq_ignore_ascii_case(b"QUERY"));
+    tracing::info!(target_session = target_id, backend = %address, thread_id, "KILL");
+    let own = s.server.as_ref().is_some_and(|sc| sc.address == address);
+    let cmd = Chunk { seq, payload };
+    let expect = if cmd.payload[0] == com::QUERY {
+        Expect::Results
+    } else {
+        Expect::OnePacket
+    };
+    if own {
+        relay(s, cmd, expect).await?;
+    } else {
+        // The target sits on another backend: kill from a connection of our own there.
+        match ServerConnection::connect(&address, &s.login_params()).await {
+            Ok(mut sc) => {
+                forward_command(&mut s.client, &mut sc.framed, &cmd, MAX_CHUNK).await?;
+                let mut walker = Walker::new(expect, s.deprecate_eof(), false);
+                relay_response(&mut s.client, &mut sc.framed, &mut walker).await?;
+            }
+            Err(e) => reply_err(s, seq, e.to_client_error()).await?,
+        }
+    }
+    if !is_query_kill && target_id != s.id {
+        handle.killed.notify_one();
+    }
+    if !is_query_kill && target_id == s.id {
+        return Ok(Next::Close);
+    }
+    Ok(Next::Continue)
+}
+
+/// COM_CHANGE_USER: Weiche checks the new credentials itself, then replaces the server
+/// connection with one logged in as the new user (a fresh session state, as the command means).
+async fn change_user(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
+    let mut seq = cmd.seq.wrapping_add(1);
+    let cu = match ChangeUser::decode(&cmd.payload, s.capabilities) {
+        Ok(cu) => cu,
+        Err(e) => {
+            let err = ErrPacket::new(
+                errcode::ER_UNKNOWN_COM,
+                "08S01",
+                format!("Malformed COM_CHANGE_USER ({e})"),
+            );
+            reply_err(s, cmd.seq, err).await?;
+            return Ok(Next::Close);
+        }
+    };
+    let config = s.shared.config();
+    let user = config.user(&cu.username).cloned();
+    let plugin = cu.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
+    let mut answer = cu.auth_response.clone();
+    let mut secret = match (&user, plugin == NATIVE_PASSWORD) {
+        (Some(u), true) => check_password(u, &s.scramble, &answer),
+        _ => None,
+    };
+    if secret.is_none() && user.is_some() {
+        // Ask again with a fresh challenge (clients answer change-user with the last one they saw,
+        // or start with another plugin).
+        let scramble = auth::new_scramble();
+        let (reply, next) = switch_to_native(&mut s.client, seq, &scramble)
+            .await
+            .map_err(RelayError::Client)?;
+        s.scramble = scramble;
+        seq = next;
+        answer = reply;
+        secret = user
+            .as_ref()
+            .and_then(|u| check_password(u, &s.scramble, &answer));
+    }
+    let (Some(user), Some(secret)) = (user, secret) else {
+        let err = access_denied(&cu.username, &s.peer, !answer.is_empty());
+        tracing::warn!("change user refused: {}", err.message);
+        s.send_err(seq, &err).await.map_err(RelayError::Client)?;
+        return Ok(Next::Close);
+    };
+    let previous = (
+        s.user.clone(),
+        s.secret.clone(),
+        s.database.clone(),
+        s.charset,
+    );
+    s.user = user.name.clone();
+    s.secret = secret;
+    s.database = cu.database.clone();
+    if let Some(cs) = cu.charset {
+        s.charset = cs as u8;
+    }
+    if cu.connect_attrs.is_some() {
+        s.connect_attrs = cu.connect_attrs.clone();
+    }
+    s.config = config;
+    let old = s.server.take();
+    match s.connect_primary().await {
+        Ok(()) => {
+            drop(old);
+            tracing::info!(user = %s.user, "changed user");
+            let st = s.server.as_ref().map_or(0, |sc| sc.status);
+            s.client
+                .send(seq, &ok_payload(0, st))
+                .await
+                .map_err(RelayError::Client)?;
+            Ok(Next::Continue)
+        }
+        Err(err) => {
+            // The old server connection still belongs to the old user; keep the session as it was.
+            (s.user, s.secret, s.database, s.charset) = previous;
+            s.server = old;
+            s.send_err(seq, &err).await.map_err(RelayError::Client)?;
+            Ok(Next::Continue)
+        }
+    }
+}

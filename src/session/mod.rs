@@ -1,0 +1,191 @@
+//! One client's life: the frontend (greeting and login), the command loop that relays each
+//! command to the session's server connection, and the registry of live sessions that KILL
+//! uses to find the server thread behind a Weiche connection id.
+
+mod command;
+mod frontend;
+mod registry;
+mod relay;
+
+pub use registry::{Registry, SessionHandle};
+
+use crate::backend::{LoginParams, Secret, ServerConnection};
+use crate::config::Config;
+use crate::protocol::constants::cap;
+use crate::protocol::handshake::Greeting;
+use crate::protocol::{ErrPacket, Framed, ProtocolError};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+/// What the primary told us about itself in its greeting; Weiche greets clients the same way so
+/// that drivers see the real server version and only capabilities the backend has.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: Vec<u8>,
+    pub capabilities: u32,
+    pub charset: u8,
+}
+
+impl Default for ServerInfo {
+    fn default() -> Self {
+        ServerInfo {
+            version: b"5.5.5-10.11.0-MariaDB-weiche".to_vec(),
+            capabilities: u32::MAX,
+            charset: 45,
+        }
+    }
+}
+
+/// State shared by all sessions on all workers.
+#[derive(Debug)]
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    pub registry: Registry,
+    server_info: Mutex<ServerInfo>,
+    next_id: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        Arc::new(Shared {
+            config: RwLock::new(Arc::new(config)),
+            registry: Registry::default(),
+            server_info: Mutex::new(ServerInfo::default()),
+            next_id: AtomicU32::new(1),
+        })
+    }
+
+    /// The current configuration snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn server_info(&self) -> ServerInfo {
+        match self.server_info.lock() {
+            Ok(i) => i.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn learn_server_info(&self, g: &Greeting) {
+        if let Ok(mut i) = self.server_info.lock() {
+            *i = ServerInfo {
+                version: g.server_version.clone(),
+                capabilities: g.capabilities,
+                charset: g.charset,
+            };
+        }
+    }
+
+    fn learn_from_connection(&self, sc: &ServerConnection) {
+        if let Ok(mut i) = self.server_info.lock() {
+            if i.version != sc.server_version {
+                i.version = sc.server_version.clone();
+            }
+        }
+    }
+
+    /// Read the primary's greeting (without logging in) to learn its version and capabilities.
+    pub async fn probe_primary(&self) -> Result<(), String> {
+        let config = self.config();
+        let Some(primary) = config.primary() else {
+            return Err("no primary configured".into());
+        };
+        let fut = async {
+            let stream = TcpStream::connect(&primary.address)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut f = Framed::new(stream);
+            let p = f.read_packet(1 << 16).await.map_err(|e| e.to_string())?;
+            Greeting::decode(&p.payload).map_err(|e| e.to_string())
+        };
+        let g = tokio::time::timeout(config.connect_timeout, fut)
+            .await
+            .map_err(|_| "timed out".to_string())??;
+        self.learn_server_info(&g);
+        Ok(())
+    }
+
+    fn next_connection_id(&self) -> u32 {
+        // Zero is not a valid connection id for clients; skip it on wrap-around.
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+/// Everything Weiche knows about one logged-in client.
+pub(crate) struct Session {
+    pub id: u32,
+    pub shared: Arc<Shared>,
+    pub config: Arc<Config>,
+    pub client: Framed<TcpStream>,
+    pub peer: SocketAddr,
+    pub user: String,
+    pub secret: Secret,
+    /// The capabilities agreed with the client.
+    pub capabilities: u32,
+    pub charset: u8,
+    pub database: Option<Vec<u8>>,
+    pub connect_attrs: Option<Vec<u8>>,
+    /// The challenge last sent to the client (COM_CHANGE_USER answers are checked against it).
+    pub scramble: [u8; 20],
+    pub server: Option<ServerConnection>,
+    pub handle: Arc<SessionHandle>,
+}
+
+impl Session {
+    pub fn deprecate_eof(&self) -> bool {
+        self.capabilities & cap::DEPRECATE_EOF != 0
+    }
+
+    pub fn login_params(&self) -> LoginParams {
+        LoginParams {
+            user: self.user.clone(),
+            secret: self.secret.clone(),
+            client_capabilities: self.capabilities,
+            charset: self.charset,
+            database: self.database.clone(),
+            connect_attrs: self.connect_attrs.clone(),
+            timeout: self.config.connect_timeout,
+        }
+    }
+
+    /// Send an ERR packet with this sequence id.
+    pub async fn send_err(&mut self, seq: u8, err: &ErrPacket) -> Result<(), ProtocolError> {
+        let payload = crate::protocol::err_payload(err);
+        self.client.send(seq, &payload).await.map(|_| ())
+    }
+}
+
+/// Serve one client connection until it ends. Errors end only this session.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let id = shared.next_connection_id();
+    let span = tracing::info_span!("session", id, client = %peer);
+    async move {
+        let handle = shared.registry.register(id);
+        match frontend::login(shared.clone(), stream, peer, id, handle.clone()).await {
+            Ok(Some(mut session)) => {
+                tracing::debug!(user = %session.user, "logged in");
+                command::run(&mut session).await;
+                tracing::debug!("session ended");
+            }
+            Ok(None) => {}
+            Err(e) if e.is_disconnect() => tracing::debug!("client left before logging in"),
+            Err(e) => tracing::warn!("login failed: {e}"),
+        }
+        shared.registry.unregister(id);
+    }
+    .instrument(span)
+    .await
+}

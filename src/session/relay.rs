@@ -1,0 +1,151 @@
+//! The data path: a command goes to the server connection, its response streams back to the
+//! client as it arrives. The walker looks at packet headers (and the few small packets that carry
+//! counts and status flags); rows pass through without being parsed or copied into packets.
+
+use crate::protocol::constants::MAX_CHUNK;
+use crate::protocol::packet::{peek_header, HEADER_LEN};
+use crate::protocol::{Chunk, Framed, Need, ProtocolError, Step, Walker};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Which side failed while relaying.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("client: {0}")]
+    Client(ProtocolError),
+    #[error("server connection: {0}")]
+    Server(ProtocolError),
+    #[error("command of more than {max} bytes")]
+    CommandTooLarge { max: usize },
+}
+
+/// Send a command to the server: `first` is its first packet, already read. A command of 16 MiB
+/// or more continues in further packets, which are streamed through as they arrive.
+pub async fn forward_command(
+    client: &mut Framed<TcpStream>,
+    server: &mut Framed<TcpStream>,
+    first: &Chunk,
+    max: usize,
+) -> Result<(), RelayError> {
+    server.queue(first.seq, &first.payload);
+    let mut total = first.payload.len();
+    let mut more = first.continues();
+    while more {
+        server.flush().await.map_err(RelayError::Server)?;
+        let c = client
+            .read_chunk(MAX_CHUNK)
+            .await
+            .map_err(RelayError::Client)?;
+        total += c.payload.len();
+        if total > max {
+            return Err(RelayError::CommandTooLarge { max });
+        }
+        server.queue(c.seq, &c.payload);
+        more = c.continues();
+    }
+    server.flush().await.map_err(RelayError::Server)
+}
+
+/// Stream the server's response to the client until the walker says it is complete.
+pub async fn relay_response(
+    client: &mut Framed<TcpStream>,
+    server: &mut Framed<TcpStream>,
+    walker: &mut Walker,
+) -> Result<(), RelayError> {
+    // `pos`: bytes at the front of the server's read buffer that are walked and ready to go.
+    // `skip`: bytes of a skimmed packet's payload not yet received.
+    let mut pos = 0usize;
+    let mut skip = 0usize;
+    loop {
+        let mut infile = false;
+        while !infile {
+            let buf = &server.rbuf;
+            if skip > 0 {
+                let n = skip.min(buf.len() - pos);
+                pos += n;
+                skip -= n;
+                if skip > 0 {
+                    break;
+                }
+                continue;
+            }
+            if walker.is_done() {
+                break;
+            }
+            let Some((len, _)) = peek_header(&buf[pos..]) else {
+                break;
+            };
+            let body = pos + HEADER_LEN;
+            let first = buf.get(body).copied();
+            if len > 0 && first.is_none() {
+                break;
+            }
+            let step = match walker.need(len, first) {
+                Need::Skim => {
+                    let step = walker
+                        .packet(len, &buf[body..body + len.min(1)])
+                        .map_err(RelayError::Server)?;
+                    pos = body;
+                    skip = len;
+                    step
+                }
+                Need::Whole => {
+                    if buf.len() < body + len {
+                        let want = body + len - buf.len();
+                        server.rbuf.reserve(want);
+                        break;
+                    }
+                    let step = walker
+                        .packet(len, &buf[body..body + len])
+                        .map_err(RelayError::Server)?;
+                    pos = body + len;
+                    step
+                }
+            };
+            infile = step == Step::LocalInfile;
+        }
+        if pos > 0 {
+            let out = server.rbuf.split_to(pos);
+            pos = 0;
+            client
+                .io
+                .write_all(&out)
+                .await
+                .map_err(|e| RelayError::Client(e.into()))?;
+        }
+        if infile {
+            relay_local_infile(client, server).await?;
+            continue;
+        }
+        if walker.is_done() && skip == 0 {
+            return Ok(());
+        }
+        server.fill().await.map_err(RelayError::Server)?;
+    }
+}
+
+/// LOAD DATA LOCAL INFILE: the client sends the file as packets ending with an empty one; each
+/// is passed to the server as it comes, never the whole file at once.
+async fn relay_local_infile(
+    client: &mut Framed<TcpStream>,
+    server: &mut Framed<TcpStream>,
+) -> Result<(), RelayError> {
+    loop {
+        let c = client
+            .read_chunk(MAX_CHUNK)
+            .await
+            .map_err(RelayError::Client)?;
+        server.queue(c.seq, &c.payload);
+        let last = c.payload.is_empty();
+        // Batch the packets already received into one write.
+        if last
+            || peek_header(&client.rbuf).is_none_or(|(len, _)| client.rbuf.len() < HEADER_LEN + len)
+            || server.wbuf.len() > 256 * 1024
+        {
+            server.flush().await.map_err(RelayError::Server)?;
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
