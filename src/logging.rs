@@ -24,6 +24,7 @@ pub fn init(level: &str, file: Option<&Path>) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
         None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .try_init()
             .map_err(|e| e.to_string()),

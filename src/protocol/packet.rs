@@ -159,6 +159,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         Ok(())
     }
 
+    /// Queue one physical packet exactly as received (relaying: no splitting, no terminator).
+    pub fn queue_chunk(&mut self, chunk: &Chunk) {
+        let len = chunk.payload.len().min(MAX_CHUNK);
+        self.wbuf.reserve(HEADER_LEN + len);
+        self.wbuf.put_uint_le(len as u64, 3);
+        self.wbuf.put_u8(chunk.seq);
+        self.wbuf.put_slice(&chunk.payload[..len]);
+    }
+
     /// Queue and flush one packet.
     pub async fn send(&mut self, seq: u8, payload: &[u8]) -> Result<u8, ProtocolError> {
         let next = self.queue(seq, payload);

@@ -27,7 +27,7 @@ pub async fn forward_command(
     first: &Chunk,
     max: usize,
 ) -> Result<(), RelayError> {
-    server.queue(first.seq, &first.payload);
+    server.queue_chunk(first);
     let mut total = first.payload.len();
     let mut more = first.continues();
     while more {
@@ -40,7 +40,7 @@ pub async fn forward_command(
         if total > max {
             return Err(RelayError::CommandTooLarge { max });
         }
-        server.queue(c.seq, &c.payload);
+        server.queue_chunk(&c);
         more = c.continues();
     }
     server.flush().await.map_err(RelayError::Server)
@@ -135,7 +135,7 @@ async fn relay_local_infile(
             .read_chunk(MAX_CHUNK)
             .await
             .map_err(RelayError::Client)?;
-        server.queue(c.seq, &c.payload);
+        server.queue_chunk(&c);
         let last = c.payload.is_empty();
         // Batch the packets already received into one write.
         if last

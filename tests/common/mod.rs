@@ -1,0 +1,156 @@
+//! Test support: the sandbox's addresses and accounts (from `scripts/sandbox env`, with the
+//! sandbox's defaults), and a Weiche process started from the freshly built binary.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+pub fn primary() -> String {
+    env_or("WEICHE_SANDBOX_PRIMARY", "127.0.0.1:13306")
+}
+
+pub fn replicas() -> Vec<String> {
+    env_or("WEICHE_SANDBOX_REPLICAS", "127.0.0.1:13307,127.0.0.1:13308")
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn app_user() -> String {
+    env_or("WEICHE_APP_USER", "app")
+}
+
+pub fn app_password() -> String {
+    env_or("WEICHE_APP_PASSWORD", "app-secret")
+}
+
+pub fn host_port(addr: &str) -> (String, u16) {
+    let (h, p) = addr.rsplit_once(':').expect("address host:port");
+    (h.to_string(), p.parse().expect("port"))
+}
+
+/// A Weiche process; killed when dropped.
+pub struct Weiche {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Weiche {
+    /// Start Weiche in front of the sandbox primary with the app and root accounts.
+    pub fn start() -> Weiche {
+        let user = format!("{}:{}", app_user(), app_password());
+        Self::start_with(&["-b", &primary(), "--user", &user, "--user", "root:"])
+    }
+
+    pub fn start_with(args: &[&str]) -> Weiche {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let log = dir.join(format!("weiche-{}-{n}.log", std::process::id()));
+        let logfile = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_weiche"))
+            .args(["--proxy-address", "127.0.0.1:0", "--event-threads", "2"])
+            .args(args)
+            .env("RUST_LOG", "weiche=debug")
+            .stdout(Stdio::null())
+            .stderr(logfile)
+            .spawn()
+            .expect("start weiche");
+        let mut w = Weiche {
+            child,
+            port: 0,
+            log,
+        };
+        w.port = w.wait_ready();
+        w
+    }
+
+    /// Wait for the "listening" log line and take the port from it (Weiche binds port 0, so
+    /// parallel tests never race for a port).
+    fn wait_ready(&mut self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let log = self.log_text();
+            if let Some(line) = log.lines().find(|l| l.contains("listening")) {
+                if let Some(port) = line
+                    .split("address=127.0.0.1:")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                {
+                    return port.parse().expect("port in the listening line");
+                }
+            }
+            if !self.alive() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "weiche did not start listening within 10 s; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// True if the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Weiche {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// mysql_async options for `addr` as the app user on database `weiche`.
+pub fn opts(addr: &str) -> mysql_async::Opts {
+    let (host, port) = host_port(addr);
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(app_user()))
+        .pass(Some(app_password()))
+        .db_name(Some("weiche"))
+        .prefer_socket(false)
+        .max_allowed_packet(Some(64 << 20))
+        .into()
+}
+
+/// A table name unique to this test run.
+pub fn table(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
