@@ -163,7 +163,19 @@ async fn authenticate(
     scramble: &[u8],
     offered: u32,
 ) -> Result<Auth, ProtocolError> {
-    let p = client.read_packet(MAX_LOGIN_PACKET).await?;
+    let p = match client.read_packet(MAX_LOGIN_PACKET).await {
+        Ok(p) => p,
+        Err(e) if e.is_disconnect() => return Err(e),
+        Err(e) => {
+            // Not a login at all (an HTTP request, a port scanner): say so, then close.
+            let err = ErrPacket::new(
+                errcode::ER_HANDSHAKE_ERROR,
+                "08S01",
+                format!("Bad handshake ({e})"),
+            );
+            return Ok(Auth::Refused(2, err));
+        }
+    };
     let seq = p.seq.wrapping_add(1);
     if HandshakeResponse::is_ssl_request(&p.payload) {
         let err = ErrPacket::new(

@@ -2,6 +2,8 @@
 //! sandbox's defaults), and a Weiche process started from the freshly built binary.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
