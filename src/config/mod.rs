@@ -204,21 +204,30 @@ pub fn parse_socket_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError>
 /// A backend address must be host:port (mysql-proxy also accepted a bare host: port 3306).
 pub fn normalize_backend_addr(s: &str) -> Result<String, ConfigError> {
     let s = s.trim();
-    let with_port = if s
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        s.to_string()
-    } else {
-        format!("{s}:3306")
-    };
-    let (host, port) = with_port.rsplit_once(':').unwrap_or((&with_port, ""));
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(invalid(format!(
+    let bad = || {
+        invalid(format!(
             "backend address '{s}' is not of the form host:port"
-        )));
+        ))
+    };
+    // "[v6]:port", "[v6]", "host:port" or "host".
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(bad)?;
+        match after.strip_prefix(':') {
+            Some(p) => (format!("[{h}]"), p),
+            None if after.is_empty() => (format!("[{h}]"), "3306"),
+            None => return Err(bad()),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (s.to_string(), "3306"),
+        }
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || (host.contains(':') && !host.starts_with('[')) || port == 0 {
+        return Err(bad());
     }
-    Ok(with_port)
+    Ok(format!("{host}:{port}"))
 }
 
 pub fn make_user(
@@ -269,6 +278,8 @@ mod tests {
         assert_eq!(normalize_backend_addr("db1").unwrap(), "db1:3306");
         assert!(normalize_backend_addr(":3306").is_err());
         assert!(normalize_backend_addr("db:0").is_err());
+        assert!(normalize_backend_addr("x:99999").is_err());
+        assert_eq!(normalize_backend_addr("[::1]:3307").unwrap(), "[::1]:3307");
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! Real client programs (the mariadb CLI, PHP mysqli and PDO, Python PyMySQL) run the same
+//! script against the primary directly and through Weiche; their output must be identical.
+//! Each script covers types, prepared statements, a rolled-back transaction, multi-statements,
+//! LOAD DATA LOCAL INFILE of 20 MB, a 20 MB blob and KILL QUERY (see tests/clients/).
+
+mod common;
+
+use common::{app_password, app_user, host_port, primary, Weiche};
+use std::process::Command;
+
+fn run_client(program: &str, args: &[&str], addr: &str, prefix: &str) -> String {
+    let (host, port) = host_port(addr);
+    let out = Command::new(program)
+        .args(args)
+        .env("DB_HOST", host)
+        .env("DB_PORT", port.to_string())
+        .env("DB_USER", app_user())
+        .env("DB_PASSWORD", app_password())
+        .env("DB_NAME", "weiche")
+        .env("TEST_TABLE_PREFIX", prefix)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (scripts/test installs it): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} against {addr} failed:\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn same_through_weiche(program: &str, script: &str, prefix: &str) {
+    let w = Weiche::start();
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let direct = run_client(program, &[&path], &primary(), &format!("{prefix}d_"));
+    let proxied = run_client(program, &[&path], &w.addr(), &format!("{prefix}w_"));
+    assert!(
+        direct.lines().count() > 5,
+        "the script printed too little:\n{direct}"
+    );
+    let d: Vec<&str> = direct.lines().collect();
+    let p: Vec<&str> = proxied.lines().collect();
+    for (i, (a, b)) in d.iter().zip(&p).enumerate() {
+        assert_eq!(
+            a,
+            b,
+            "{script}: line {} differs between direct and Weiche",
+            i + 1
+        );
+    }
+    assert_eq!(d.len(), p.len(), "{script}: different number of lines");
+}
+
+#[test]
+fn mariadb_cli() {
+    same_through_weiche("bash", "cli.sh", "cli_");
+}
+
+#[test]
+fn php_mysqli() {
+    same_through_weiche("php", "mysqli.php", "mysqli_");
+}
+
+#[test]
+fn php_pdo() {
+    same_through_weiche("php", "pdo.php", "pdo_");
+}
+
+#[test]
+fn python_pymysql() {
+    // Debian's python3 with python3-pymysql (the one on PATH may be another interpreter).
+    same_through_weiche("/usr/bin/python3", "pymysql_client.py", "pymysql_");
+}
