@@ -8,6 +8,8 @@ pub mod constants;
 pub mod handshake;
 pub mod packet;
 pub mod walker;
+#[cfg(test)]
+mod walker_tests;
 
 pub use basic::{ErrPacket, OkPacket};
 pub use packet::{Chunk, Framed};

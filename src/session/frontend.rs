@@ -148,7 +148,7 @@ pub(crate) async fn login(
 
 enum Auth {
     Accepted {
-        resp: HandshakeResponse,
+        resp: Box<HandshakeResponse>,
         secret: Secret,
         user: User,
         seq: u8,
@@ -213,7 +213,7 @@ async fn authenticate(
     match check_password(user, scramble, &answer) {
         Some(secret) => Ok(Auth::Accepted {
             user: user.clone(),
-            resp,
+            resp: Box::new(resp),
             secret,
             seq,
         }),
