@@ -21,6 +21,9 @@ pub enum ServerError {
 
 type Handoff = (std::net::TcpStream, SocketAddr);
 
+/// How long a stop waits for sessions to finish the command they are running.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Run until SIGINT or SIGTERM.
 pub fn run(config: Arc<Config>) -> Result<(), ServerError> {
     let shared = Shared::new((*config).clone());
@@ -91,7 +94,17 @@ async fn accept_loop(
                 }
             },
             sig = &mut shutdown => {
-                tracing::info!("{sig}: stopping ({} sessions open)", shared.registry.len());
+                drop(listener);
+                tracing::info!("{sig}: stopping; {} sessions finish their current command", shared.registry.len());
+                shared.begin_shutdown();
+                let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+                while !shared.registry.is_empty() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                match shared.registry.len() {
+                    0 => tracing::info!("stopped"),
+                    n => tracing::warn!("stopped with {n} sessions still busy after {SHUTDOWN_GRACE:?}"),
+                }
                 return Ok(());
             }
         }

@@ -16,7 +16,11 @@ fn terminator(p: &[u8]) -> bool {
 /// Run the same exchanges on one connection and return every payload received, with
 /// connection-specific bytes (statement ids are per connection but deterministic) kept.
 async fn exchanges(addr: &str, table: &str, deprecate_eof: bool) -> Vec<Vec<Vec<u8>>> {
-    let extra = if deprecate_eof { cap::DEPRECATE_EOF | cap::MULTI_STATEMENTS } else { cap::MULTI_STATEMENTS };
+    let extra = if deprecate_eof {
+        cap::DEPRECATE_EOF | cap::MULTI_STATEMENTS
+    } else {
+        cap::MULTI_STATEMENTS
+    };
     let mut r = Raw::login(addr, &app_user(), &app_password(), extra).await;
     assert_eq!(r.capabilities & cap::DEPRECATE_EOF != 0, deprecate_eof);
     let mut out = Vec::new();
@@ -44,7 +48,11 @@ async fn exchanges(addr: &str, table: &str, deprecate_eof: bool) -> Vec<Vec<Vec<
     // COM_STATISTICS: one packet of text whose numbers change; compare its shape.
     r.send(&[9]).await;
     let stats = r.read().await.payload;
-    assert!(stats.starts_with(b"Uptime: "), "{:?}", String::from_utf8_lossy(&stats));
+    assert!(
+        stats.starts_with(b"Uptime: "),
+        "{:?}",
+        String::from_utf8_lossy(&stats)
+    );
     out.push(vec![b"statistics".to_vec()]);
 
     // COM_SET_OPTION off and on again (one packet each).
@@ -55,10 +63,17 @@ async fn exchanges(addr: &str, table: &str, deprecate_eof: bool) -> Vec<Vec<Vec<
 
     // A prepared statement with two parameters and two columns.
     let mut p = vec![22u8];
-    p.extend_from_slice(format!("SELECT id, name FROM {table} WHERE id > ? AND id < ? ORDER BY id").as_bytes());
+    p.extend_from_slice(
+        format!("SELECT id, name FROM {table} WHERE id > ? AND id < ? ORDER BY id").as_bytes(),
+    );
     r.send(&p).await;
     let ok = r.read().await.payload.to_vec();
-    assert_eq!(ok[0], 0, "prepare failed: {:?}", String::from_utf8_lossy(&ok));
+    assert_eq!(
+        ok[0],
+        0,
+        "prepare failed: {:?}",
+        String::from_utf8_lossy(&ok)
+    );
     let stmt = [ok[1], ok[2], ok[3], ok[4]];
     // Statement ids are the server's to choose; compare the rest.
     let mut masked = ok.clone();
@@ -86,7 +101,10 @@ async fn exchanges(addr: &str, table: &str, deprecate_eof: bool) -> Vec<Vec<Vec<
     }
     // The cursor's terminator (an EOF, or an OK-with-0xFE under DEPRECATE_EOF).
     res.push(r.read().await.payload.to_vec());
-    assert!(terminator(res.last().unwrap()), "cursor open ends with a terminator");
+    assert!(
+        terminator(res.last().unwrap()),
+        "cursor open ends with a terminator"
+    );
     out.push(res);
     // Fetch two rows, then the rest.
     for n in [2u32, 100] {

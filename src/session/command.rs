@@ -22,13 +22,20 @@ enum Next {
 /// Serve commands until the client quits, disconnects or is killed.
 pub(crate) async fn run(s: &mut Session) {
     let handle = s.handle.clone();
+    let mut shutdown = s.shared.shutdown_receiver();
     loop {
+        if *shutdown.borrow_and_update() {
+            tracing::debug!("closing an idle session: Weiche is stopping");
+            return;
+        }
+        // Only the wait for the next command is interrupted; a command in flight completes.
         let read = tokio::select! {
             r = s.client.read_chunk(MAX_CHUNK) => r,
             _ = handle.killed.notified() => {
                 tracing::info!("killed by KILL CONNECTION");
                 return;
             }
+            _ = shutdown.changed() => continue,
         };
         let cmd = match read {
             Ok(c) => c,

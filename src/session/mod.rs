@@ -46,6 +46,8 @@ pub struct Shared {
     pub registry: Registry,
     server_info: Mutex<ServerInfo>,
     next_id: AtomicU32,
+    /// Flips to true when Weiche stops: idle sessions close, busy ones finish their command.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -55,6 +57,7 @@ impl Shared {
             registry: Registry::default(),
             server_info: Mutex::new(ServerInfo::default()),
             next_id: AtomicU32::new(1),
+            shutdown: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -110,6 +113,15 @@ impl Shared {
             .map_err(|_| "timed out".to_string())??;
         self.learn_server_info(&g);
         Ok(())
+    }
+
+    /// Ask every session to close once its current command is done.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     fn next_connection_id(&self) -> u32 {
