@@ -200,7 +200,7 @@ async fn kill_query_and_kill_connection_use_weiche_ids() {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     killer.query_drop(format!("KILL QUERY {id}")).await.unwrap();
-    let (r, mut sleeper) = sleeping.await.unwrap();
+    let (r, sleeper) = sleeping.await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "KILL QUERY did not interrupt the sleep"
@@ -211,8 +211,38 @@ async fn kill_query_and_kill_connection_use_weiche_ids() {
         Err(e) => assert!(e.contains("1317") || e.contains("interrupted"), "{e}"),
     }
     // The killed query's connection is still usable.
+    let mut sleeper = sleeper;
     let one: Option<i32> = sleeper.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
+
+    // Weiche's ids lie above backend thread ids; KILL of a backend thread id (what
+    // CONNECTION_ID() returns through a proxy) reaches the backend unchanged.
+    assert!(id >= weiche::session::FIRST_CONNECTION_ID, "{id}");
+    let backend_id: u64 = sleeper
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(backend_id < u64::from(weiche::session::FIRST_CONNECTION_ID));
+    let started = Instant::now();
+    let sleeping = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = sleeper.query_first("SELECT SLEEP(30)").await;
+        (r.map_err(|e| e.to_string()), sleeper)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    killer
+        .query_drop(format!("KILL QUERY {backend_id}"))
+        .await
+        .unwrap();
+    let (r, mut sleeper) = sleeping.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "KILL QUERY by backend id did not interrupt"
+    );
+    assert!(
+        matches!(&r, Ok(Some(1))) || r.as_ref().is_err_and(|e| e.contains("1317")),
+        "{r:?}"
+    );
 
     // An unknown id gets MariaDB's error.
     let e = killer

@@ -4,7 +4,7 @@
 
 use super::frontend::{access_denied, check_password, switch_to_native};
 use super::relay::{forward_command, relay_response, RelayError};
-use super::Session;
+use super::{Session, FIRST_CONNECTION_ID};
 use crate::backend::ServerConnection;
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{com, errcode, MAX_CHUNK};
@@ -95,7 +95,11 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
         com::QUIT => return Ok(Next::Close),
         com::CHANGE_USER => return change_user(s, cmd).await,
         com::QUERY => {
-            if let Some(k) = kill::parse(&cmd.payload[1..]) {
+            // Ids below Weiche's range are backend thread ids (from CONNECTION_ID()): the
+            // statement goes to the backend unchanged, like any other.
+            if let Some(k) =
+                kill::parse(&cmd.payload[1..]).filter(|k| k.id >= FIRST_CONNECTION_ID as u64)
+            {
                 return run_kill(s, cmd.seq, k.id, |tid| k.to_sql(tid).into_bytes()).await;
             }
         }
@@ -106,6 +110,11 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
                 cmd.payload[3],
                 cmd.payload[4],
             ]);
+            if id < FIRST_CONNECTION_ID {
+                return relay(s, cmd, Expect::OnePacket)
+                    .await
+                    .map(|_| Next::Continue);
+            }
             return run_kill(s, cmd.seq, id as u64, |tid| {
                 let mut p = vec![com::PROCESS_KILL];
                 p.extend_from_slice(&tid.to_le_bytes());

@@ -20,6 +20,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+/// Weiche's connection ids (the ones clients see in the greeting and as their thread id) start
+/// here, far above the thread ids backends hand out. So `KILL n` can tell them apart: an id from
+/// Weiche's range names a session, a smaller one is a backend thread id (what the SQL function
+/// CONNECTION_ID() returns through a proxy) and goes to the backend unchanged. Below 2^31, so
+/// that clients that keep the id in a signed 32-bit integer still work.
+pub const FIRST_CONNECTION_ID: u32 = 1_000_000_000;
+
 /// What the primary told us about itself in its greeting; Weiche greets clients the same way so
 /// that drivers see the real server version and only capabilities the backend has.
 #[derive(Debug, Clone)]
@@ -56,7 +63,7 @@ impl Shared {
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
             server_info: Mutex::new(ServerInfo::default()),
-            next_id: AtomicU32::new(1),
+            next_id: AtomicU32::new(FIRST_CONNECTION_ID),
             shutdown: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -125,12 +132,18 @@ impl Shared {
     }
 
     fn next_connection_id(&self) -> u32 {
-        // Zero is not a valid connection id for clients; skip it on wrap-around.
         loop {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 {
+            if id >= FIRST_CONNECTION_ID {
                 return id;
             }
+            // Wrapped around: start again at the base (ids below it belong to backends).
+            let _ = self.next_id.compare_exchange(
+                id.wrapping_add(1),
+                FIRST_CONNECTION_ID,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 }
