@@ -109,8 +109,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
                 if len > max {
                     return Err(ProtocolError::TooLarge { len, max });
                 }
+                // Room for the whole packet, but only up to 1 MiB ahead of the data: a peer that
+                // announces 16 MiB and sends nothing must not make us hold 16 MiB.
                 if self.rbuf.len() < HEADER_LEN + len {
-                    self.rbuf.reserve(HEADER_LEN + len - self.rbuf.len());
+                    let want = (HEADER_LEN + len - self.rbuf.len()).min(1 << 20);
+                    self.rbuf.reserve(want);
                 }
             }
             if let Some(c) = decode_chunk(&mut self.rbuf) {

@@ -170,6 +170,10 @@ rm -f "$TMP/big.bin" "$TMP/big.out" "$TMP/big.back"
 # is the id from the handshake (what a proxy hands out), unlike CONNECTION_ID().
 # stdbuf makes the client's stdout line-buffered so the id shows up at once.
 t0=$(now_ms)
+# Create the output files first: the background job's redirections may happen after the loop
+# below starts reading.
+: >"$TMP/victim.out"
+: >"$TMP/victim.err"
 stdbuf -oL "${MYSQL[@]}" -e "status; SELECT SLEEP(30);" >"$TMP/victim.out" 2>"$TMP/victim.err" &
 SLEEPER_PID=$!
 tid=""
