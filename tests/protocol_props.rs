@@ -1,5 +1,5 @@
-//! Property tests: random byte streams fed to the framer and the response walker never panic
-//! and never make them allocate beyond what the input announces within its limits.
+//! Property tests: random byte streams fed to the framer, the response walker, the decoders,
+//! the lexer and the classifier never panic.
 
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -70,5 +70,29 @@ proptest! {
         let _ = OkPacket::decode(&bytes);
         let _ = ErrPacket::decode(&bytes);
         let _ = weiche::sql::kill::parse(&bytes);
+    }
+
+    #[test]
+    fn lexer_and_classifier_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let tokens = weiche::sql::lexer::tokenize(&bytes);
+        // Tokens are in order, inside the input, and never overlap.
+        let mut at = 0;
+        for t in &tokens {
+            prop_assert!(t.start >= at && t.end > t.start && t.end <= bytes.len());
+            at = t.end;
+        }
+        let _ = weiche::sql::classify(&bytes);
+    }
+
+    #[test]
+    fn classifier_sends_sql_like_text_somewhere(
+        words in proptest::collection::vec(prop_oneof![
+            Just("SELECT"), Just("FROM"), Just("t"), Just("'a;b'"), Just("/*! FOR UPDATE */"), Just("--"),
+            Just("\n"), Just(";"), Just("@x"), Just(":="), Just("`x`"), Just("LAST_INSERT_ID("), Just(")"),
+        ], 0..20),
+    ) {
+        let sql = words.join(" ");
+        let c = weiche::sql::classify(sql.as_bytes());
+        prop_assert!(!c.reason.is_empty());
     }
 }

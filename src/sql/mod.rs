@@ -1,4 +1,9 @@
-//! SQL text, read at the byte level (no UTF-8 assumption, no full parse): recognizing the
-//! statements the proxy must treat specially.
+//! SQL text, read at the byte level (no UTF-8 assumption, no full parse): the lexer, the
+//! statement classifier that says where a statement may run and why, and recognizing the
+//! statements the proxy must treat specially (KILL).
 
+pub mod classify;
 pub mod kill;
+pub mod lexer;
+
+pub use classify::{classify, Class, Target};

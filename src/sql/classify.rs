@@ -1,0 +1,298 @@
+//! The statement classifier: where may a statement run? Reads may go to a replica; everything
+//! else, and every read that depends on the session's own server (locks, LAST_INSERT_ID(),
+//! FOUND_ROWS(), user-variable assignment, ...), goes to the primary. Each answer carries its
+//! reason. When in doubt: primary.
+
+use super::lexer::{tokenize, Kind, Token};
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A read that any replica may serve.
+    Replica,
+    /// The primary (or the server connection the session is pinned to).
+    Primary,
+}
+
+/// A classification with its reason, for logs and EXPLAIN ROUTE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    pub target: Target,
+    pub reason: &'static str,
+}
+
+const fn primary(reason: &'static str) -> Class {
+    Class {
+        target: Target::Primary,
+        reason,
+    }
+}
+
+/// Functions whose result depends on the server connection that runs them.
+const SESSION_FUNCTIONS: &[(&str, &str)] = &[
+    ("GET_LOCK", "lock function GET_LOCK()"),
+    ("RELEASE_LOCK", "lock function RELEASE_LOCK()"),
+    ("RELEASE_ALL_LOCKS", "lock function RELEASE_ALL_LOCKS()"),
+    ("IS_USED_LOCK", "lock function IS_USED_LOCK()"),
+    ("IS_FREE_LOCK", "lock function IS_FREE_LOCK()"),
+    (
+        "LAST_INSERT_ID",
+        "LAST_INSERT_ID() belongs to the session's server",
+    ),
+    ("ROW_COUNT", "ROW_COUNT() belongs to the session's server"),
+    (
+        "FOUND_ROWS",
+        "FOUND_ROWS() belongs to the server that ran SQL_CALC_FOUND_ROWS",
+    ),
+    ("NEXTVAL", "sequence function NEXTVAL()"),
+    ("LASTVAL", "sequence function LASTVAL()"),
+    ("SETVAL", "sequence function SETVAL()"),
+];
+
+const SESSION_SYSVARS: &[&str] = &["@@IDENTITY", "@@INSERT_ID", "@@LAST_INSERT_ID"];
+
+/// Classify one COM_QUERY text (possibly several statements).
+pub fn classify(sql: &[u8]) -> Class {
+    let tokens = tokenize(sql);
+    if let Some(hint) = hint(sql, &tokens) {
+        return hint;
+    }
+    let mut statements = tokens
+        .split(|t| t.kind == Kind::Semicolon)
+        .filter(|s| s.iter().any(|t| t.kind != Kind::Comment));
+    let Some(first) = statements.next() else {
+        return primary("empty statement");
+    };
+    let class = classify_one(sql, first);
+    let mut any_more = false;
+    for s in statements {
+        any_more = true;
+        if classify_one(sql, s).target == Target::Primary {
+            return primary("multi-statement with a statement for the primary");
+        }
+    }
+    if any_more && class.target == Target::Replica {
+        return Class {
+            target: Target::Replica,
+            reason: "multi-statement of reads",
+        };
+    }
+    class
+}
+
+/// `/* weiche:primary */`, `/* weiche:replica */`, MaxScale's `-- maxscale route to master|slave`.
+fn hint(sql: &[u8], tokens: &[Token]) -> Option<Class> {
+    for t in tokens.iter().filter(|t| t.kind == Kind::Comment) {
+        let text = t.text(sql);
+        let lower: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
+        if contains(&lower, b"weiche:primary") || contains(&lower, b"maxscale route to master") {
+            return Some(primary("hint: primary"));
+        }
+        if contains(&lower, b"weiche:replica") || contains(&lower, b"maxscale route to slave") {
+            return Some(Class {
+                target: Target::Replica,
+                reason: "hint: replica",
+            });
+        }
+    }
+    None
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn classify_one(sql: &[u8], tokens: &[Token]) -> Class {
+    let toks: Vec<&Token> = tokens.iter().filter(|t| t.kind != Kind::Comment).collect();
+    if toks.iter().any(|t| t.kind == Kind::Unterminated) {
+        return primary("statement the lexer cannot read");
+    }
+    let Some(first) = toks.first() else {
+        return primary("empty statement");
+    };
+    let is_read = if first.is(sql, "SELECT") || first.kind == Kind::LParen {
+        true
+    } else if first.is(sql, "WITH") {
+        // WITH ... SELECT is a read; WITH ... UPDATE/DELETE/INSERT is not.
+        !toks.iter().any(|t| {
+            ["UPDATE", "DELETE", "INSERT", "REPLACE"]
+                .iter()
+                .any(|k| t.is(sql, k))
+        })
+    } else if ["SHOW", "DESCRIBE", "DESC", "EXPLAIN", "DO", "HELP"]
+        .iter()
+        .any(|k| first.is(sql, k))
+    {
+        // EXPLAIN of anything is a read; SHOW/DESCRIBE/HELP are reads.
+        return if first.is(sql, "DO") {
+            read_exceptions(sql, &toks).unwrap_or(READ)
+        } else {
+            READ
+        };
+    } else {
+        false
+    };
+    if !is_read {
+        return primary(if first.kind == Kind::Word {
+            "not a read"
+        } else {
+            "statement the lexer cannot classify"
+        });
+    }
+    read_exceptions(sql, &toks).unwrap_or(READ)
+}
+
+const READ: Class = Class {
+    target: Target::Replica,
+    reason: "read",
+};
+
+/// Reads that must still run on the primary (or the session's current server connection).
+fn read_exceptions(sql: &[u8], toks: &[&Token]) -> Option<Class> {
+    for (i, t) in toks.iter().enumerate() {
+        let next = toks.get(i + 1);
+        match t.kind {
+            Kind::Word => {
+                if t.is(sql, "FOR") && next.is_some_and(|n| n.is(sql, "UPDATE")) {
+                    return Some(primary("locking read (FOR UPDATE)"));
+                }
+                if t.is(sql, "FOR") && next.is_some_and(|n| n.is(sql, "SHARE")) {
+                    return Some(primary("locking read (FOR SHARE)"));
+                }
+                if t.is(sql, "LOCK") && next.is_some_and(|n| n.is(sql, "IN")) {
+                    return Some(primary("locking read (LOCK IN SHARE MODE)"));
+                }
+                if t.is(sql, "INTO") {
+                    return Some(primary("SELECT ... INTO writes"));
+                }
+                if t.is(sql, "SQL_CALC_FOUND_ROWS") {
+                    return Some(primary(
+                        "SQL_CALC_FOUND_ROWS: FOUND_ROWS() will ask this server",
+                    ));
+                }
+                if (t.is(sql, "NEXT") || t.is(sql, "PREVIOUS"))
+                    && next.is_some_and(|n| n.is(sql, "VALUE"))
+                {
+                    return Some(primary("sequence value (NEXT/PREVIOUS VALUE FOR)"));
+                }
+                if next.is_some_and(|n| n.kind == Kind::LParen) {
+                    let name = t.text(sql);
+                    if let Some((_, reason)) = SESSION_FUNCTIONS
+                        .iter()
+                        .find(|(f, _)| name.eq_ignore_ascii_case(f.as_bytes()))
+                    {
+                        return Some(primary(reason));
+                    }
+                }
+            }
+            Kind::SysVar => {
+                let name = t.text(sql);
+                let name = strip_scope(name);
+                if SESSION_SYSVARS
+                    .iter()
+                    .any(|v| name.eq_ignore_ascii_case(&v.as_bytes()[2..]))
+                {
+                    return Some(primary(
+                        "@@IDENTITY / @@INSERT_ID belong to the session's server",
+                    ));
+                }
+            }
+            Kind::Assign => return Some(primary("user variable assignment (:=)")),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `@@session.x` -> `x`, `@@x` -> `x`.
+fn strip_scope(var: &[u8]) -> &[u8] {
+    let v = &var[2.min(var.len())..];
+    match v.iter().position(|&c| c == b'.') {
+        Some(p) => &v[p + 1..],
+        None => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(sql: &str) -> Target {
+        classify(sql.as_bytes()).target
+    }
+
+    #[test]
+    fn reads_go_to_replicas() {
+        for sql in [
+            "SELECT 1",
+            "select * from t where a = 'FOR UPDATE'",
+            "(SELECT 1) UNION (SELECT 2)",
+            "SHOW TABLES",
+            "DESCRIBE t",
+            "EXPLAIN SELECT 1",
+            "WITH c AS (SELECT 1) SELECT * FROM c",
+            "DO 1",
+            "HELP 'select'",
+            "SELECT `for`, `into` FROM t",
+            "SELECT @x",
+            "SELECT 1; SELECT 2",
+            "SELECT /*!40001 SQL_NO_CACHE */ * FROM t",
+        ] {
+            assert_eq!(target(sql), Target::Replica, "{sql}");
+        }
+    }
+
+    #[test]
+    fn writes_and_session_bound_reads_go_to_the_primary() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "SET @x = 1",
+            "BEGIN",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t FOR SHARE",
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            "SELECT * FROM t /*M! FOR UPDATE */",
+            "SELECT a INTO @x FROM t",
+            "SELECT * FROM t INTO OUTFILE '/tmp/x'",
+            "SELECT GET_LOCK('a', 1)",
+            "select release_lock('a')",
+            "SELECT IS_USED_LOCK('a')",
+            "SELECT LAST_INSERT_ID()",
+            "SELECT ROW_COUNT()",
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1",
+            "SELECT FOUND_ROWS()",
+            "SELECT NEXTVAL(s)",
+            "SELECT NEXT VALUE FOR s",
+            "SELECT @@IDENTITY",
+            "SELECT @@session.insert_id",
+            "SELECT @x := 1",
+            "SELECT 1; INSERT INTO t VALUES (1)",
+            "WITH c AS (SELECT 1) UPDATE t SET a = 1",
+            "SELECT 'unterminated",
+            "",
+            "-- only a comment\n",
+            "+++",
+        ] {
+            assert_eq!(target(sql), Target::Primary, "{sql}");
+        }
+    }
+
+    #[test]
+    fn hints_win_and_reasons_are_given() {
+        assert_eq!(target("/* weiche:primary */ SELECT 1"), Target::Primary);
+        assert_eq!(
+            target("SELECT 1 -- maxscale route to master"),
+            Target::Primary
+        );
+        assert_eq!(
+            target("/* weiche:replica */ SELECT * FROM t"),
+            Target::Replica
+        );
+        assert_eq!(
+            classify(b"SELECT LAST_INSERT_ID()").reason,
+            "LAST_INSERT_ID() belongs to the session's server"
+        );
+        assert_eq!(classify(b"SELECT 1").reason, "read");
+    }
+}
