@@ -192,25 +192,9 @@ pub fn tokenize(sql: &[u8]) -> Vec<Token> {
                     Kind::Number
                 }
             }
-            b';' => {
+            c if punctuation(c).is_some() => {
                 i += 1;
-                Kind::Semicolon
-            }
-            b'(' => {
-                i += 1;
-                Kind::LParen
-            }
-            b')' => {
-                i += 1;
-                Kind::RParen
-            }
-            b',' => {
-                i += 1;
-                Kind::Comma
-            }
-            b'.' => {
-                i += 1;
-                Kind::Dot
+                punctuation(c).unwrap_or(Kind::Op)
             }
             b':' if sql.get(i + 1) == Some(&b'=') => {
                 i += 2;
@@ -242,6 +226,17 @@ pub fn tokenize(sql: &[u8]) -> Vec<Token> {
         });
     }
     out
+}
+
+fn punctuation(c: u8) -> Option<Kind> {
+    Some(match c {
+        b';' => Kind::Semicolon,
+        b'(' => Kind::LParen,
+        b')' => Kind::RParen,
+        b',' => Kind::Comma,
+        b'.' => Kind::Dot,
+        _ => return None,
+    })
 }
 
 fn find(sql: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
