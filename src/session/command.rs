@@ -94,33 +94,35 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
     match code {
         com::QUIT => return Ok(Next::Close),
         com::CHANGE_USER => return change_user(s, cmd).await,
+        // Ids below Weiche's range are backend thread ids (from CONNECTION_ID()): such a KILL
+        // goes to the backend unchanged, like any other command.
         com::QUERY => {
-            // Ids below Weiche's range are backend thread ids (from CONNECTION_ID()): the
-            // statement goes to the backend unchanged, like any other.
             if let Some(k) =
-                kill::parse(&cmd.payload[1..]).filter(|k| k.id >= FIRST_CONNECTION_ID as u64)
+                kill::parse(&cmd.payload[1..]).filter(|k| k.id >= u64::from(FIRST_CONNECTION_ID))
             {
-                return run_kill(s, cmd.seq, k.id, |tid| k.to_sql(tid).into_bytes()).await;
+                return run_kill(s, cmd.seq, k.id, k.query, |tid| {
+                    let mut p = BytesMut::new();
+                    p.put_u8(com::QUERY);
+                    p.put_slice(k.to_sql(tid).as_bytes());
+                    p.freeze()
+                })
+                .await;
             }
         }
-        com::PROCESS_KILL if cmd.payload.len() >= 5 => {
-            let id = u32::from_le_bytes([
-                cmd.payload[1],
-                cmd.payload[2],
-                cmd.payload[3],
-                cmd.payload[4],
-            ]);
-            if id < FIRST_CONNECTION_ID {
-                return relay(s, cmd, Expect::OnePacket)
-                    .await
-                    .map(|_| Next::Continue);
+        com::PROCESS_KILL => {
+            let id = cmd
+                .payload
+                .get(1..5)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            if let Some(id) = id.filter(|&id| id >= FIRST_CONNECTION_ID) {
+                return run_kill(s, cmd.seq, u64::from(id), false, |tid| {
+                    let mut p = BytesMut::new();
+                    p.put_u8(com::PROCESS_KILL);
+                    p.put_u32_le(tid);
+                    p.freeze()
+                })
+                .await;
             }
-            return run_kill(s, cmd.seq, id as u64, |tid| {
-                let mut p = vec![com::PROCESS_KILL];
-                p.extend_from_slice(&tid.to_le_bytes());
-                p
-            })
-            .await;
         }
         _ => {}
     }
@@ -162,17 +164,20 @@ async fn reply_err(s: &mut Session, cmd_seq: u8, err: ErrPacket) -> Result<(), R
 }
 
 /// KILL of a Weiche connection id: find the server thread behind it and kill that one, with
-/// the requesting user's rights (the backend checks them).
+/// the requesting user's rights (the backend checks them). `command` builds the KILL for a
+/// backend thread id; `query` says it kills only the running statement.
 async fn run_kill(
     s: &mut Session,
     seq: u8,
     id: u64,
-    rewrite: impl Fn(u32) -> Vec<u8>,
+    query: bool,
+    command: impl Fn(u32) -> Bytes,
 ) -> Result<Next, RelayError> {
     let target = u32::try_from(id)
         .ok()
-        .and_then(|id| s.shared.registry.get(id).map(|h| (id, h)));
-    let Some((target_id, handle)) = target else {
+        .and_then(|id| s.shared.registry.get(id).map(|h| (id, h)))
+        .and_then(|(id, h)| h.server().map(|server| (id, h, server)));
+    let Some((target_id, handle, (address, thread_id))) = target else {
         let err = ErrPacket::new(
             errcode::ER_NO_SUCH_THREAD,
             "HY000",
@@ -181,37 +186,13 @@ async fn run_kill(
         reply_err(s, seq, err).await?;
         return Ok(Next::Continue);
     };
-    let Some((address, thread_id)) = handle.server() else {
-        let err = ErrPacket::new(
-            errcode::ER_NO_SUCH_THREAD,
-            "HY000",
-            format!("Unknown thread id: {id}"),
-        );
-        reply_err(s, seq, err).await?;
-        return Ok(Next::Continue);
-    };
-    let payload = {
-        let sql = rewrite(thread_id);
-        if sql.first() == Some(&com::PROCESS_KILL) {
-            Bytes::from(sql)
-        } else {
-            let mut p = BytesMut::with_capacity(sql.len() + 1);
-            p.put_u8(com::QUERY);
-            p.put_slice(&sql);
-            p.freeze()
-        }
-    };
-    let is_query_kill =
-        payload[0] == com::QUERY && payload.windows(5).any(|w| w.eq_ignore_ascii_case(b"QUERY"));
     tracing::info!(target_session = target_id, backend = %address, thread_id, "KILL");
-    let own = s.server.as_ref().is_some_and(|sc| sc.address == address);
-    let cmd = Chunk { seq, payload };
-    let expect = if cmd.payload[0] == com::QUERY {
-        Expect::Results
-    } else {
-        Expect::OnePacket
+    let cmd = Chunk {
+        seq,
+        payload: command(thread_id),
     };
-    if own {
+    let expect = Expect::for_command(cmd.payload[0]).unwrap_or(Expect::OnePacket);
+    if s.server.as_ref().is_some_and(|sc| sc.address == address) {
         relay(s, cmd, expect).await?;
     } else {
         // The target sits on another backend: kill from a connection of our own there.
@@ -224,13 +205,14 @@ async fn run_kill(
             Err(e) => reply_err(s, seq, e.to_client_error()).await?,
         }
     }
-    if !is_query_kill && target_id != s.id {
+    if query {
+        Ok(Next::Continue)
+    } else if target_id == s.id {
+        Ok(Next::Close)
+    } else {
         handle.killed.notify_one();
+        Ok(Next::Continue)
     }
-    if !is_query_kill && target_id == s.id {
-        return Ok(Next::Close);
-    }
-    Ok(Next::Continue)
 }
 
 /// COM_CHANGE_USER: Weiche checks the new credentials itself, then replaces the server
