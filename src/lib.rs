@@ -7,6 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod logging;
 pub mod protocol;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod sql;

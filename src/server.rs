@@ -28,7 +28,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 pub fn run(config: Arc<Config>) -> Result<(), ServerError> {
     let shared = Shared::new((*config).clone());
     let mut workers = Vec::new();
-    for n in 0..config.event_threads {
+    let count = config.event_threads;
+    for n in 0..count {
         let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
         let shared = shared.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -37,7 +38,10 @@ pub fn run(config: Arc<Config>) -> Result<(), ServerError> {
             .map_err(ServerError::Runtime)?;
         std::thread::Builder::new()
             .name(format!("weiche-worker-{n}"))
-            .spawn(move || rt.block_on(worker(shared, rx)))
+            .spawn(move || {
+                crate::backend::pool::init_worker(n, count);
+                rt.block_on(worker(shared, rx))
+            })
             .map_err(ServerError::Runtime)?;
         workers.push(tx);
     }

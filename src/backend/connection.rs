@@ -2,8 +2,13 @@
 //! user, answering mysql_native_password (from the password or the SHA1(password) recovered from
 //! the client's login) or MariaDB's client_ed25519 (password needed).
 
+use super::pool::{PoolKey, Slot};
+use super::prepared::PreparedCache;
+use super::query::{Answer, QueryError};
+use super::state::{ConnState, SessionState};
 use crate::protocol::auth::{self, Stage1};
 use crate::protocol::basic::ErrPacket;
+use crate::protocol::constants::com;
 use crate::protocol::constants::{cap, errcode};
 use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
 use crate::protocol::{Framed, OkPacket, ProtocolError};
@@ -67,6 +72,8 @@ pub enum BackendError {
     },
     #[error("backend {address} refused the login: {err}")]
     Refused { address: String, err: ErrPacket },
+    #[error("backend {address}: setting up the connection failed: {message}")]
+    Setup { address: String, message: String },
     #[error("backend {address} wants auth plugin '{plugin}' for user '{user}', {why}")]
     Plugin {
         address: String,
@@ -100,8 +107,15 @@ pub struct ServerConnection {
     pub thread_id: u32,
     pub capabilities: u32,
     pub server_version: Vec<u8>,
-    /// Status flags of the last OK/EOF.
-    pub status: u16,
+    /// The session state this connection is in, as the server reported it.
+    pub state: ConnState,
+    /// Statements prepared on this connection, shared by the sessions that borrow it.
+    pub prepared: PreparedCache,
+    /// Which pool it belongs to, and its place there (none for one-off connections).
+    pub key: PoolKey,
+    pub slot: Option<Slot>,
+    /// An error left it in an unknown state: close it instead of pooling it.
+    pub broken: bool,
 }
 
 impl ServerConnection {
@@ -151,7 +165,9 @@ impl ServerConnection {
                 )));
             }
         }
+        // Session tracking always: the session state Weiche carries comes from its reports.
         let mut caps = (params.client_capabilities & cap::RESPONSE_SHAPING & server_caps)
+            | (server_caps & cap::SESSION_TRACK)
             | cap::LONG_PASSWORD
             | cap::PROTOCOL_41
             | cap::SECURE_CONNECTION
@@ -197,7 +213,22 @@ impl ServerConnection {
                         thread_id: greeting.connection_id,
                         capabilities: caps,
                         server_version: greeting.server_version,
-                        status: ok.status,
+                        state: ConnState {
+                            status: ok.status,
+                            session: SessionState {
+                                schema: params.database.clone(),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        },
+                        prepared: PreparedCache::default(),
+                        key: PoolKey {
+                            user: params.user.clone(),
+                            charset: params.charset,
+                            capabilities: params.client_capabilities & cap::RESPONSE_SHAPING,
+                        },
+                        slot: None,
+                        broken: false,
                     });
                 }
                 Some(0xff) => {
@@ -227,6 +258,102 @@ impl ServerConnection {
         Err(proto(ProtocolError::Malformed(
             "backend login did not finish",
         )))
+    }
+}
+
+impl ServerConnection {
+    /// Ask the server to report session state changes, and note the login's character set (a
+    /// reset must restore it). Both in one round trip.
+    pub async fn setup(&mut self) -> Result<(), BackendError> {
+        let address = self.address.clone();
+        let fail = |e: QueryError| BackendError::Setup {
+            address: address.clone(),
+            message: e.to_string(),
+        };
+        self.queue_query(
+            b"SET SESSION session_track_system_variables = '*', session_track_schema = ON, \
+              session_track_state_change = ON",
+        );
+        self.queue_query(
+            b"SELECT @@character_set_client, @@character_set_connection, \
+              @@character_set_results, @@collation_connection",
+        );
+        self.framed
+            .flush()
+            .await
+            .map_err(|e| fail(QueryError::Protocol(e)))?;
+        let set = self.read_answer().await.map_err(|e| fail(e.into()))?;
+        let names = self.read_answer().await.map_err(|e| fail(e.into()))?;
+        if let Answer::Err(e) = set {
+            return Err(fail(QueryError::Server(e)));
+        }
+        let row = match names {
+            Answer::Rows(mut rows) if rows.len() == 1 => rows.swap_remove(0),
+            Answer::Err(e) => return Err(fail(QueryError::Server(e))),
+            _ => {
+                return Err(fail(QueryError::Protocol(ProtocolError::Malformed(
+                    "unexpected answer to the charset query",
+                ))))
+            }
+        };
+        let names: [&[u8]; 4] = [
+            b"character_set_client",
+            b"character_set_connection",
+            b"character_set_results",
+            b"collation_connection",
+        ];
+        self.state.baseline = names
+            .iter()
+            .zip(row)
+            .map(|(n, v)| (n.to_vec(), v.unwrap_or_default()))
+            .collect();
+        // Weiche's own settings are the baseline, not the session's changes.
+        self.state.session.vars.clear();
+        Ok(())
+    }
+
+    /// COM_RESET_CONNECTION and the login's character set again: a clean connection for any
+    /// session of its key. Prepared statements are gone afterwards.
+    pub async fn reset(&mut self) -> Result<(), QueryError> {
+        self.queue_command(com::RESET_CONNECTION, &[]);
+        let restore = super::state::plan(
+            &SessionState::default(),
+            0,
+            &ConnState {
+                owner: 1,
+                untracked: Some("reset"),
+                baseline: self.state.baseline.clone(),
+                ..Default::default()
+            },
+            false,
+        );
+        if let Some(set) = &restore.set {
+            self.queue_query(set);
+        }
+        self.framed.flush().await?;
+        let mut result = Ok(());
+        for _ in 0..1 + usize::from(restore.set.is_some()) {
+            match self.read_answer().await {
+                Ok(Answer::Err(e)) => result = Err(QueryError::Server(e)),
+                Ok(_) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e.into());
+                }
+            }
+        }
+        if result.is_err() {
+            self.broken = true;
+        }
+        self.prepared.clear();
+        let schema = self.state.session.schema.take();
+        self.state.session = SessionState {
+            schema,
+            ..Default::default()
+        };
+        self.state.untracked = None;
+        self.state.owner = 0;
+        result
     }
 }
 

@@ -1,6 +1,13 @@
-//! Backends and server connections: opening a connection to a backend and logging in to it
-//! with credentials Weiche holds. (Pools and the monitor build on this.)
+//! Backends and server connections: opening a connection to a backend and logging in with
+//! credentials Weiche holds, the state each connection is in, the statements prepared on it,
+//! and the per-worker pools that lend connections to sessions. (The monitor builds on this.)
 
 pub mod connection;
+pub mod pool;
+pub mod prepared;
+pub mod query;
+pub mod state;
 
 pub use connection::{BackendError, LoginParams, Secret, ServerConnection};
+pub use pool::{PoolError, PoolKey, PoolSettings};
+pub use state::{ConnState, SessionState};

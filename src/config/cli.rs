@@ -284,9 +284,16 @@ impl LoadedConfig {
         let mut backends = Vec::new();
         if cli.backends.is_empty() && cli.replicas.is_empty() {
             for b in file.backends {
+                if b.weight == Some(0) {
+                    return Err(invalid(format!(
+                        "backend {}: weight must be at least 1",
+                        b.address
+                    )));
+                }
                 backends.push(Backend {
                     address: normalize_backend_addr(&b.address)?,
                     role: b.role,
+                    weight: b.weight.unwrap_or(1),
                 });
             }
         } else {
@@ -294,12 +301,14 @@ impl LoadedConfig {
                 backends.push(Backend {
                     address: normalize_backend_addr(a)?,
                     role: Role::Primary,
+                    weight: 1,
                 });
             }
             for a in cli.replicas.iter().filter(|a| !a.trim().is_empty()) {
                 backends.push(Backend {
                     address: normalize_backend_addr(a)?,
                     role: Role::Replica,
+                    weight: 1,
                 });
             }
         }
@@ -318,20 +327,12 @@ impl LoadedConfig {
                 return Err(invalid(format!("backend {} is listed twice", b.address)));
             }
         }
-        if backends.iter().any(|b| b.role == Role::Replica) {
-            warnings.push(
-                "replicas are configured, but this version sends every statement to the primary"
-                    .to_string(),
-            );
-        }
 
         let mut users: Vec<User> = Vec::new();
         for u in &file.users {
-            users.push(make_user(
-                &u.name,
-                u.password.as_deref(),
-                u.password_hash.as_deref(),
-            )?);
+            let mut user = make_user(&u.name, u.password.as_deref(), u.password_hash.as_deref())?;
+            user.pool_mode = u.pool_mode;
+            users.push(user);
         }
         for spec in &cli.user {
             let (name, pw) = split_account("--user", spec)?;
@@ -414,6 +415,11 @@ impl LoadedConfig {
                 .unwrap_or("info"),
         )?;
 
+        let addresses: Vec<String> = backends.iter().map(|b| b.address.clone()).collect();
+        let rules = super::routing::rules(&file.rules, &addresses)?;
+        let routing = super::routing::routing(&file.routing)?;
+        let pool = super::routing::pooling(&file.pool)?;
+
         Ok(LoadedConfig {
             config: Config {
                 listen,
@@ -428,6 +434,9 @@ impl LoadedConfig {
                 log_level,
                 log_file: cli.log_file.or(file.log.file),
                 pid_file: cli.pid_file.or(file.proxy.pid_file),
+                routing,
+                pool,
+                rules,
             },
             warnings,
             daemon: cli.daemon,

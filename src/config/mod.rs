@@ -4,8 +4,10 @@
 
 mod cli;
 mod ini;
+mod routing;
 
 pub use cli::{Cli, LoadedConfig};
+pub use routing::{PoolMode, Pooling, Routing, Rule, RuleTarget};
 
 use crate::protocol::auth::{self, Stage2};
 use serde::Deserialize;
@@ -46,6 +48,12 @@ pub struct FileConfig {
     pub admin: FileAdmin,
     #[serde(default)]
     pub log: FileLog,
+    #[serde(default)]
+    pub routing: routing::FileRouting,
+    #[serde(default)]
+    pub pool: routing::FilePool,
+    #[serde(default)]
+    pub rules: Vec<routing::FileRule>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +72,8 @@ pub struct FileBackend {
     pub address: String,
     #[serde(default)]
     pub role: Role,
+    /// Share of reads among replicas (default 1).
+    pub weight: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +82,8 @@ pub struct FileUser {
     pub name: String,
     pub password: Option<String>,
     pub password_hash: Option<String>,
+    /// Overrides pool.mode for this user's sessions.
+    pub pool_mode: Option<PoolMode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +133,7 @@ pub struct Backend {
     /// As written (`host:port`), for logs and for connecting (resolved at connect time).
     pub address: String,
     pub role: Role,
+    pub weight: u32,
 }
 
 /// An account clients log in with, and that Weiche uses on the backends.
@@ -131,6 +144,7 @@ pub struct User {
     pub stage2: Stage2,
     /// The password itself when configured (needed for backends that use client_ed25519).
     pub password: Option<Vec<u8>>,
+    pub pool_mode: Option<PoolMode>,
 }
 
 impl std::fmt::Debug for User {
@@ -174,11 +188,23 @@ pub struct Config {
     pub log_level: String,
     pub log_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
+    pub routing: Routing,
+    pub pool: Pooling,
+    pub rules: Vec<Rule>,
 }
 
 impl Config {
     pub fn user(&self, name: &[u8]) -> Option<&User> {
         self.users.iter().find(|u| u.name.as_bytes() == name)
+    }
+
+    /// The pool mode of a user's sessions.
+    pub fn pool_mode(&self, user: &str) -> PoolMode {
+        self.users
+            .iter()
+            .find(|u| u.name == user)
+            .and_then(|u| u.pool_mode)
+            .unwrap_or(self.pool.mode)
     }
 
     /// The primary: the first backend with that role.
@@ -246,6 +272,7 @@ pub fn make_user(
             name: name.to_string(),
             stage2: auth::stage2(&auth::stage1(p.as_bytes())),
             password: Some(p.as_bytes().to_vec()),
+            pool_mode: None,
         }),
         (None, Some(h)) => {
             let stage2 = auth::parse_native_hash(h.trim()).ok_or_else(|| {
@@ -257,6 +284,7 @@ pub fn make_user(
                 name: name.to_string(),
                 stage2,
                 password: None,
+                pool_mode: None,
             })
         }
         (None, None) => Err(invalid(format!(

@@ -127,6 +127,9 @@ pub mod errcode {
     pub const ER_UNKNOWN_ERROR: u16 = 1105;
     pub const ER_NOT_SUPPORTED_YET: u16 = 1235;
     pub const ER_HANDSHAKE_ERROR: u16 = 1043;
+    pub const ER_UNKNOWN_STMT_HANDLER: u16 = 1243;
+    pub const ER_STMT_HAS_NO_OPEN_CURSOR: u16 = 1421;
+    pub const ER_MALFORMED_PACKET: u16 = 1835;
     pub const CR_SERVER_LOST: u16 = 2013;
     pub const CR_CONN_HOST_ERROR: u16 = 2003;
 }

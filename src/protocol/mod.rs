@@ -7,6 +7,8 @@ pub mod basic;
 pub mod constants;
 pub mod handshake;
 pub mod packet;
+pub mod resultset;
+pub mod track;
 pub mod walker;
 #[cfg(test)]
 mod walker_tests;

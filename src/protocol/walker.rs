@@ -5,6 +5,7 @@
 
 use super::basic::{is_terminator, terminator_status, OkPacket, Reader};
 use super::constants::{com, status, MAX_CHUNK};
+use super::track::{Change, TrackedOk};
 use super::ProtocolError;
 
 /// What shape of response a command gets.
@@ -103,14 +104,22 @@ pub struct Walker {
     /// The previous physical packet was a full chunk: this one continues it.
     continuing: bool,
     prepare_columns: u64,
+    /// For COM_STMT_PREPARE: the number of parameters.
+    pub prepare_params: u16,
     /// Status flags of the last OK/EOF seen (the server's view of the session).
     pub status: Option<u16>,
     /// The response ended with an ERR packet.
     pub error: bool,
     /// For COM_STMT_PREPARE: the statement id the server assigned.
     pub statement_id: Option<u32>,
-    /// The last OK packet (affected rows, insert id, session-track data).
+    /// The last OK packet (affected rows, insert id, warnings).
     pub ok: Option<OkPacket>,
+    /// OK packets carry session-track data (the connection has CLIENT_SESSION_TRACK).
+    tracked: bool,
+    /// Session state changes reported by every OK packet of the response, in order.
+    pub changes: Vec<Change>,
+    /// The packet just fed was an OK packet (the relay may need to rewrite it).
+    pub at_ok: bool,
 }
 
 impl Walker {
@@ -131,11 +140,21 @@ impl Walker {
             binary,
             continuing: false,
             prepare_columns: 0,
+            prepare_params: 0,
             status: None,
             error: false,
             statement_id: None,
             ok: None,
+            tracked: false,
+            changes: Vec::new(),
+            at_ok: false,
         }
+    }
+
+    /// OK packets are in the CLIENT_SESSION_TRACK layout; collect their state changes.
+    pub fn tracked(mut self) -> Self {
+        self.tracked = true;
+        self
     }
 
     pub fn is_done(&self) -> bool {
@@ -165,6 +184,7 @@ impl Walker {
     pub fn packet(&mut self, len: usize, payload: &[u8]) -> Result<Step, ProtocolError> {
         let continuation = self.continuing;
         self.continuing = len == MAX_CHUNK;
+        self.at_ok = false;
         if continuation {
             return Ok(if self.state == State::Done {
                 Step::Done
@@ -190,10 +210,8 @@ impl Walker {
             }
             State::First => match first {
                 Some(0x00) => {
-                    let ok = OkPacket::decode(payload)?;
-                    let more = ok.status & status::MORE_RESULTS_EXISTS != 0;
-                    self.status = Some(ok.status);
-                    self.ok = Some(ok);
+                    self.take_ok(payload)?;
+                    let more = self.status.unwrap_or(0) & status::MORE_RESULTS_EXISTS != 0;
                     if more {
                         Step::More
                     } else {
@@ -251,7 +269,7 @@ impl Walker {
                     let st = terminator_status(payload, self.deprecate_eof)?;
                     self.status = Some(st);
                     if self.deprecate_eof {
-                        self.ok = OkPacket::decode(payload).ok();
+                        self.take_ok(payload)?;
                     }
                     if self.state == State::Rows && st & status::MORE_RESULTS_EXISTS != 0 {
                         self.state = State::First;
@@ -268,7 +286,8 @@ impl Walker {
                     r.u8("prepare OK header")?;
                     self.statement_id = Some(r.u32("prepare statement id")?);
                     self.prepare_columns = r.u16("prepare column count")? as u64;
-                    let params = r.u16("prepare parameter count")? as u64;
+                    self.prepare_params = r.u16("prepare parameter count")?;
+                    let params = u64::from(self.prepare_params);
                     if params > 0 {
                         self.state = State::PrepareParams { left: params };
                         Step::More
@@ -321,10 +340,28 @@ impl Walker {
     }
 
     fn set_ok(&mut self, payload: &[u8]) {
-        if let Ok(ok) = OkPacket::decode(payload) {
-            self.status = Some(ok.status);
-            self.ok = Some(ok);
-        }
+        // A one-packet answer that is not a well-formed OK is relayed as it is.
+        let _ = self.take_ok(payload);
+    }
+
+    fn take_ok(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let ok = if self.tracked {
+            let t = TrackedOk::decode(payload)?;
+            self.changes.extend(t.changes);
+            OkPacket {
+                affected_rows: t.affected_rows,
+                last_insert_id: t.last_insert_id,
+                status: t.status,
+                warnings: t.warnings,
+                info: t.info,
+            }
+        } else {
+            OkPacket::decode(payload)?
+        };
+        self.status = Some(ok.status);
+        self.ok = Some(ok);
+        self.at_ok = true;
+        Ok(())
     }
 
     fn finish(&mut self) -> Step {

@@ -1,20 +1,24 @@
-//! The command loop: read a command from the client, relay it to the server connection and
-//! stream the response back. Commands that need Weiche's own answer (QUIT, CHANGE_USER, KILL,
-//! commands a proxy must not relay) are handled here.
+//! The command loop: read a command from the client, route it, relay it to a server connection
+//! and stream the response back. Commands that need Weiche's own answer (QUIT, PING,
+//! RESET_CONNECTION, CHANGE_USER, KILL, EXPLAIN ROUTE, commands a proxy must not relay) are
+//! handled here; prepared statements in `prepared`.
 
+use super::exec::{ExecError, HOLD_FOR_NEXT};
 use super::frontend::{access_denied, check_password, switch_to_native};
-use super::relay::{forward_command, relay_response, RelayError};
+use super::relay::{forward_command, relay_response, RelayError, Rewrite};
 use super::{Session, FIRST_CONNECTION_ID};
-use crate::backend::ServerConnection;
+use crate::backend::{ServerConnection, SessionState};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{com, errcode, MAX_CHUNK};
 use crate::protocol::handshake::ChangeUser;
-use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, ProtocolError, Walker};
-use crate::sql::kill;
+use crate::protocol::resultset::send_text_result;
+use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Walker};
+use crate::route::{Destination, Route};
+use crate::sql::{analyze, kill, Analysis};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// What the loop does after a command.
-enum Next {
+pub(crate) enum Next {
     Continue,
     Close,
 }
@@ -28,6 +32,13 @@ pub(crate) async fn run(s: &mut Session) {
             tracing::debug!("closing an idle session: Weiche is stopping");
             return;
         }
+        // A connection kept only for the next statement goes back once that is overdue.
+        let hold_until = s
+            .current
+            .as_ref()
+            .and_then(|c| c.held_since)
+            .filter(|_| !s.pinned())
+            .map(|t| tokio::time::Instant::from_std(t + HOLD_FOR_NEXT));
         // Only the wait for the next command is interrupted; a command in flight completes.
         let read = tokio::select! {
             r = s.client.read_chunk(MAX_CHUNK) => r,
@@ -36,6 +47,10 @@ pub(crate) async fn run(s: &mut Session) {
                 return;
             }
             _ = shutdown.changed() => continue,
+            _ = sleep_until(hold_until) => {
+                s.release();
+                continue;
+            }
         };
         let cmd = match read {
             Ok(c) => c,
@@ -81,6 +96,13 @@ pub(crate) async fn run(s: &mut Session) {
     }
 }
 
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
     let Some(&code) = cmd.payload.first() else {
         reply_err(
@@ -94,6 +116,29 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
     match code {
         com::QUIT => return Ok(Next::Close),
         com::CHANGE_USER => return change_user(s, cmd).await,
+        com::PING => {
+            let st = s.status();
+            s.client
+                .send(cmd.seq.wrapping_add(1), &ok_payload(0, st))
+                .await
+                .map_err(RelayError::Client)?;
+            return Ok(Next::Continue);
+        }
+        com::RESET_CONNECTION => {
+            reset_connection(s);
+            let st = s.status();
+            s.client
+                .send(cmd.seq.wrapping_add(1), &ok_payload(0, st))
+                .await
+                .map_err(RelayError::Client)?;
+            return Ok(Next::Continue);
+        }
+        com::STMT_PREPARE
+        | com::STMT_EXECUTE
+        | com::STMT_FETCH
+        | com::STMT_CLOSE
+        | com::STMT_RESET
+        | com::STMT_SEND_LONG_DATA => return super::prepared::dispatch(s, cmd).await,
         // Ids below Weiche's range are backend thread ids (from CONNECTION_ID()): such a KILL
         // goes to the backend unchanged, like any other command.
         com::QUERY => {
@@ -108,6 +153,12 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
                 })
                 .await;
             }
+            if let Some(rest) = explain_route_target(&cmd.payload[1..]) {
+                let rest = rest.to_vec();
+                return explain_route(s, cmd.seq, &rest).await;
+            }
+            let analysis = analyze(&cmd.payload[1..]);
+            return run_routed(s, cmd, Expect::Results, Some(analysis)).await;
         }
         com::PROCESS_KILL => {
             let id = cmd
@@ -132,32 +183,141 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
         reply_err(s, cmd.seq, err).await?;
         return Ok(Next::Continue);
     };
-    relay(s, cmd, expect).await?;
+    run_routed(s, cmd, expect, None).await
+}
+
+/// Route a command (a query with its analysis, or another command: primary), run it and
+/// stream its response back.
+async fn run_routed(
+    s: &mut Session,
+    cmd: Chunk,
+    expect: Expect,
+    analysis: Option<Analysis>,
+) -> Result<Next, RelayError> {
+    let route = match &analysis {
+        Some(a) => s.route(a, &cmd.payload[1..]),
+        None => s.route(&analyze(b"/* weiche:primary */"), b""),
+    };
+    let route = match route {
+        Ok(r) => r,
+        Err(e) => {
+            reply_err(s, cmd.seq, e).await?;
+            return Ok(Next::Continue);
+        }
+    };
+    tracing::debug!(reason = %route.reason, "route");
+    let insert_id = analysis.as_ref().is_some_and(|a| a.effects.needs_insert_id);
+    match s.connect_for(&route, insert_id).await {
+        Ok(()) => {}
+        Err(ExecError::Refused(e)) => {
+            reply_err(s, cmd.seq, e).await?;
+            return Ok(Next::Continue);
+        }
+        Err(ExecError::Relay(e)) => return Err(e),
+    }
+    let walker = match s.relay_current(&cmd, expect, Rewrite::default()).await {
+        Ok(w) => w,
+        Err(e) => {
+            s.drop_current();
+            return Err(e);
+        }
+    };
+    if cmd.payload[0] == com::SET_OPTION {
+        // The multi-statements option is per connection: this one no longer matches its pool.
+        s.pins.untracked = Some("COM_SET_OPTION");
+        if let Some(c) = s.current.as_mut() {
+            c.conn.broken = true;
+        }
+    }
+    s.learn(&walker, analysis.as_ref().map(|a| &a.effects));
     Ok(Next::Continue)
 }
 
-/// Send a command to the server connection and stream its response back.
-async fn relay(s: &mut Session, cmd: Chunk, expect: Expect) -> Result<(), RelayError> {
-    let code = cmd.payload[0];
-    let deprecate_eof = s.deprecate_eof();
-    let max = s.config.max_packet_size;
-    let Some(server) = s.server.as_mut() else {
-        return Err(RelayError::Server(ProtocolError::Closed));
-    };
-    forward_command(&mut s.client, &mut server.framed, &cmd, max).await?;
-    let binary = code == com::STMT_EXECUTE || code == com::STMT_FETCH;
-    let mut walker = Walker::new(expect, deprecate_eof, binary);
-    relay_response(&mut s.client, &mut server.framed, &mut walker).await?;
-    if let Some(st) = walker.status {
-        server.status = st;
+/// `EXPLAIN ROUTE <statement>`: the statement, if this is one.
+fn explain_route_target(sql: &[u8]) -> Option<&[u8]> {
+    let t = sql.trim_ascii_start();
+    let kw = b"EXPLAIN";
+    if t.len() < kw.len() || !t[..kw.len()].eq_ignore_ascii_case(kw) {
+        return None;
     }
-    if code == com::INIT_DB && !walker.error {
-        s.database = Some(cmd.payload[1..].to_vec());
+    let rest = t[kw.len()..].trim_ascii_start();
+    let kw = b"ROUTE";
+    if rest.len() <= kw.len()
+        || !rest[..kw.len()].eq_ignore_ascii_case(kw)
+        || !rest[kw.len()].is_ascii_whitespace()
+    {
+        return None;
     }
-    Ok(())
+    Some(rest[kw.len()..].trim_ascii())
 }
 
-async fn reply_err(s: &mut Session, cmd_seq: u8, err: ErrPacket) -> Result<(), RelayError> {
+/// Answer EXPLAIN ROUTE with one row: where the statement would go now, why, and the pins.
+async fn explain_route(s: &mut Session, seq: u8, sql: &[u8]) -> Result<Next, RelayError> {
+    let analysis = analyze(sql);
+    let (target, reason) = match s.route(&analysis, sql) {
+        Ok(Route {
+            destination: Destination::Current,
+            reason,
+        }) => {
+            let addr = s
+                .current
+                .as_ref()
+                .map(|c| s.shared.backends.backends[c.backend].address.clone())
+                .unwrap_or_default();
+            (format!("current connection ({addr})"), reason.into_owned())
+        }
+        Ok(Route {
+            destination: Destination::Backend(i),
+            reason,
+        }) => {
+            let b = &s.shared.backends.backends[i];
+            (
+                format!("{} {}", b.role.as_str(), b.address),
+                reason.into_owned(),
+            )
+        }
+        Err(e) => ("none".to_string(), e.message),
+    };
+    let row = vec![Some(target), Some(reason), Some(s.pin_reasons())];
+    let st = s.status();
+    let deprecate_eof = s.deprecate_eof();
+    send_text_result(
+        &mut s.client,
+        seq.wrapping_add(1),
+        &["target", "reason", "pins"],
+        &[row],
+        deprecate_eof,
+        st,
+    )
+    .await
+    .map_err(RelayError::Client)?;
+    Ok(Next::Continue)
+}
+
+/// COM_RESET_CONNECTION: the session starts over (keeping its user and schema); the server
+/// connection it held is reset before anyone uses it again.
+fn reset_connection(s: &mut Session) {
+    s.state = SessionState {
+        schema: s.state.schema.clone(),
+        ..Default::default()
+    };
+    s.stmts.clear();
+    let session_mode = s.pins.session_mode;
+    s.pins = Default::default();
+    s.last_write = None;
+    if let Some(mut cur) = s.current.take() {
+        cur.conn.state.untracked = Some("COM_RESET_CONNECTION");
+        s.handle.set_server(None);
+        crate::backend::pool::release(cur.conn);
+    }
+    s.pins.session_mode = session_mode;
+}
+
+pub(crate) async fn reply_err(
+    s: &mut Session,
+    cmd_seq: u8,
+    err: ErrPacket,
+) -> Result<(), RelayError> {
     s.send_err(cmd_seq.wrapping_add(1), &err)
         .await
         .map_err(RelayError::Client)
@@ -175,8 +335,25 @@ async fn run_kill(
 ) -> Result<Next, RelayError> {
     let target = u32::try_from(id)
         .ok()
-        .and_then(|id| s.shared.registry.get(id).map(|h| (id, h)))
-        .and_then(|(id, h)| h.server().map(|server| (id, h, server)));
+        .and_then(|id| s.shared.registry.get(id).map(|h| (id, h)));
+    if let Some((target_id, handle)) = target.as_ref().filter(|(_, h)| h.server().is_none()) {
+        // The session holds no server connection: nothing runs; KILL CONNECTION closes it.
+        tracing::info!(target_session = target_id, "KILL of an idle session");
+        let st = s.status();
+        s.client
+            .send(seq.wrapping_add(1), &ok_payload(0, st))
+            .await
+            .map_err(RelayError::Client)?;
+        return Ok(if query {
+            Next::Continue
+        } else if *target_id == s.id {
+            Next::Close
+        } else {
+            handle.killed.notify_one();
+            Next::Continue
+        });
+    }
+    let target = target.and_then(|(id, h)| h.server().map(|server| (id, h, server)));
     let Some((target_id, handle, (address, thread_id))) = target else {
         let err = ErrPacket::new(
             errcode::ER_NO_SUCH_THREAD,
@@ -192,18 +369,19 @@ async fn run_kill(
         payload: command(thread_id),
     };
     let expect = Expect::for_command(cmd.payload[0]).unwrap_or(Expect::OnePacket);
-    if s.server.as_ref().is_some_and(|sc| sc.address == address) {
-        relay(s, cmd, expect).await?;
-    } else {
-        // The target sits on another backend: kill from a connection of our own there.
-        match ServerConnection::connect(&address, &s.login_params()).await {
-            Ok(mut sc) => {
-                forward_command(&mut s.client, &mut sc.framed, &cmd, MAX_CHUNK).await?;
-                let mut walker = Walker::new(expect, s.deprecate_eof(), false);
-                relay_response(&mut s.client, &mut sc.framed, &mut walker).await?;
-            }
-            Err(e) => reply_err(s, seq, e.to_client_error()).await?,
+    // From a connection of our own on the target's backend (the session's may be elsewhere, or
+    // be the very connection being killed).
+    match ServerConnection::connect(&address, &s.login_params()).await {
+        Ok(mut sc) => {
+            forward_command(&mut s.client, &mut sc.framed, &cmd, MAX_CHUNK).await?;
+            let mut walker = Walker::new(expect, s.deprecate_eof(), false).tracked();
+            let rewrite = Rewrite {
+                untrack_ok: s.capabilities & crate::protocol::constants::cap::SESSION_TRACK == 0,
+                statement_id: None,
+            };
+            relay_response(&mut s.client, &mut sc.framed, &mut walker, rewrite).await?;
         }
+        Err(e) => reply_err(s, seq, e.to_client_error()).await?,
     }
     if query {
         Ok(Next::Continue)
@@ -259,15 +437,17 @@ async fn change_user(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
         s.send_err(seq, &err).await.map_err(RelayError::Client)?;
         return Ok(Next::Close);
     };
+    // A fresh session as the new user: state, statements and pins start over.
+    reset_connection(s);
     let previous = (
         s.user.clone(),
         s.secret.clone(),
-        s.database.clone(),
+        s.state.schema.clone(),
         s.charset,
     );
     s.user = user.name.clone();
     s.secret = secret;
-    s.database = cu.database.clone();
+    s.state.schema = cu.database.clone();
     if let Some(cs) = cu.charset {
         s.charset = cs as u8;
     }
@@ -275,12 +455,10 @@ async fn change_user(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
         s.connect_attrs = cu.connect_attrs.clone();
     }
     s.config = config;
-    let old = s.server.take();
     match s.connect_primary().await {
         Ok(()) => {
-            drop(old);
             tracing::info!(user = %s.user, "changed user");
-            let st = s.server.as_ref().map_or(0, |sc| sc.status);
+            let st = s.status();
             s.client
                 .send(seq, &ok_payload(0, st))
                 .await
@@ -288,9 +466,7 @@ async fn change_user(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
             Ok(Next::Continue)
         }
         Err(err) => {
-            // The old server connection still belongs to the old user; keep the session as it was.
-            (s.user, s.secret, s.database, s.charset) = previous;
-            s.server = old;
+            (s.user, s.secret, s.state.schema, s.charset) = previous;
             s.send_err(seq, &err).await.map_err(RelayError::Client)?;
             Ok(Next::Continue)
         }

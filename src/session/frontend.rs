@@ -2,13 +2,15 @@
 //! its password against the configured users (mysql_native_password, switching clients that
 //! start with another plugin), then opens the session's server connection as that user.
 
+use super::exec::ExecError;
 use super::{Session, SessionHandle, Shared};
-use crate::backend::{Secret, ServerConnection};
-use crate::config::{Config, User};
+use crate::backend::{Secret, SessionState};
+use crate::config::{Config, PoolMode, User};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{cap, errcode, status};
 use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
+use crate::route::{Destination, Route};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,11 +127,17 @@ pub(crate) async fn login(
         secret,
         capabilities: resp.capabilities & offered,
         charset: resp.charset,
-        database: resp.database.clone(),
         connect_attrs: resp.connect_attrs.clone(),
         scramble,
-        server: None,
         handle,
+        state: SessionState {
+            schema: resp.database.clone(),
+            ..Default::default()
+        },
+        current: None,
+        pins: Default::default(),
+        stmts: Default::default(),
+        last_write: None,
     };
     match session.connect_primary().await {
         Ok(()) => {}
@@ -138,11 +146,10 @@ pub(crate) async fn login(
             return Ok(None);
         }
     }
-    let st = session
-        .server
-        .as_ref()
-        .map_or(status::AUTOCOMMIT, |s| s.status);
-    session.client.send(seq, &ok_payload(0, st)).await?;
+    session
+        .client
+        .send(seq, &ok_payload(0, status::AUTOCOMMIT))
+        .await?;
     Ok(Some(session))
 }
 
@@ -225,27 +232,36 @@ async fn authenticate(
 }
 
 impl Session {
-    /// Open the session's server connection on the primary, as the session's user.
+    /// Check that the session can work as logged in: borrow a primary connection and bring it to
+    /// the session's state (an unknown database fails here, as on a direct login). With
+    /// pool_mode = "session" the connection stays with the session.
     pub async fn connect_primary(&mut self) -> Result<(), ErrPacket> {
-        let Some(primary) = self.config.primary().cloned() else {
+        self.pins.session_mode = self.config.pool_mode(&self.user) == PoolMode::Session;
+        let Some(primary) = self.shared.backends.primary() else {
             return Err(ErrPacket::new(
                 errcode::CR_CONN_HOST_ERROR,
                 "HY000",
                 "Weiche: no primary backend configured",
             ));
         };
-        match ServerConnection::connect(&primary.address, &self.login_params()).await {
-            Ok(sc) => {
-                self.shared.learn_from_connection(&sc);
-                self.handle
-                    .set_server(Some((sc.address.clone(), sc.thread_id)));
-                self.server = Some(sc);
+        let route = Route {
+            destination: Destination::Backend(primary),
+            reason: "login".into(),
+        };
+        match self.connect_for(&route, false).await {
+            Ok(()) => {
+                if let Some(cur) = &self.current {
+                    self.shared.learn_from_connection(&cur.conn);
+                }
+                self.release();
                 Ok(())
             }
-            Err(e) => {
-                tracing::warn!("{e}");
-                Err(e.to_client_error())
-            }
+            Err(ExecError::Refused(e)) => Err(e),
+            Err(ExecError::Relay(e)) => Err(ErrPacket::new(
+                errcode::CR_CONN_HOST_ERROR,
+                "HY000",
+                format!("Weiche: {e}"),
+            )),
         }
     }
 }

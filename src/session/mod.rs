@@ -3,20 +3,29 @@
 //! uses to find the server thread behind a Weiche connection id.
 
 mod command;
+mod exec;
 mod frontend;
+mod pins;
+mod prepared;
 mod registry;
 mod relay;
+mod stmt;
 
 pub use registry::{Registry, SessionHandle};
 
-use crate::backend::{LoginParams, Secret, ServerConnection};
+use crate::backend::{LoginParams, Secret, ServerConnection, SessionState};
 use crate::config::Config;
 use crate::protocol::constants::cap;
 use crate::protocol::handshake::Greeting;
 use crate::protocol::{ErrPacket, Framed, ProtocolError};
+use crate::route::BackendTable;
+use exec::Current;
+use pins::Pins;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use stmt::Statements;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -51,6 +60,8 @@ impl Default for ServerInfo {
 pub struct Shared {
     config: RwLock<Arc<Config>>,
     pub registry: Registry,
+    /// The backends with their live load numbers.
+    pub backends: Arc<BackendTable>,
     server_info: Mutex<ServerInfo>,
     next_id: AtomicU32,
     /// Flips to true when Weiche stops: idle sessions close, busy ones finish their command.
@@ -60,6 +71,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         Arc::new(Shared {
+            backends: Arc::new(BackendTable::new(&config)),
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
             server_info: Mutex::new(ServerInfo::default()),
@@ -160,12 +172,19 @@ pub(crate) struct Session {
     /// The capabilities agreed with the client.
     pub capabilities: u32,
     pub charset: u8,
-    pub database: Option<Vec<u8>>,
     pub connect_attrs: Option<Vec<u8>>,
     /// The challenge last sent to the client (COM_CHANGE_USER answers are checked against it).
     pub scramble: [u8; 20],
-    pub server: Option<ServerConnection>,
     pub handle: Arc<SessionHandle>,
+    /// The session's state (schema, variables, LAST_INSERT_ID()): what every server connection
+    /// it uses is brought to.
+    pub state: SessionState,
+    /// The server connection the session holds now, if any.
+    pub current: Option<Current>,
+    pub pins: Pins,
+    pub stmts: Statements,
+    /// When the session last wrote (for the read-your-writes window).
+    pub last_write: Option<Instant>,
 }
 
 impl Session {
@@ -179,9 +198,18 @@ impl Session {
             secret: self.secret.clone(),
             client_capabilities: self.capabilities,
             charset: self.charset,
-            database: self.database.clone(),
+            database: self.state.schema.clone(),
             connect_attrs: self.connect_attrs.clone(),
             timeout: self.config.connect_timeout,
+        }
+    }
+
+    /// Give every server connection back (reset when it holds the session's state).
+    pub fn end(&mut self) {
+        self.pins = Pins::default();
+        if let Some(cur) = self.current.take() {
+            self.handle.set_server(None);
+            crate::backend::pool::release(cur.conn);
         }
     }
 
@@ -203,6 +231,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             Ok(Some(mut session)) => {
                 tracing::debug!(user = %session.user, "logged in");
                 command::run(&mut session).await;
+                session.end();
                 tracing::debug!("session ended");
             }
             Ok(None) => {}

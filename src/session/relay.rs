@@ -4,7 +4,9 @@
 
 use crate::protocol::constants::MAX_CHUNK;
 use crate::protocol::packet::{peek_header, HEADER_LEN};
+use crate::protocol::track::untracked_ok;
 use crate::protocol::{Chunk, Framed, Need, ProtocolError, Step, Walker};
+use bytes::Buf;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -46,11 +48,21 @@ pub async fn forward_command(
     server.flush().await.map_err(RelayError::Server)
 }
 
+/// What the relay changes in a response on its way to the client.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rewrite {
+    /// The client lacks CLIENT_SESSION_TRACK: OK packets go out in the older layout.
+    pub untrack_ok: bool,
+    /// A prepare-OK carries this statement id (the client's) instead of the server's.
+    pub statement_id: Option<u32>,
+}
+
 /// Stream the server's response to the client until the walker says it is complete.
 pub async fn relay_response(
     client: &mut Framed<TcpStream>,
     server: &mut Framed<TcpStream>,
     walker: &mut Walker,
+    mut rewrite: Rewrite,
 ) -> Result<(), RelayError> {
     // `pos`: bytes at the front of the server's read buffer that are walked and ready to go.
     // `skip`: bytes of a skimmed packet's payload not yet received.
@@ -98,20 +110,45 @@ pub async fn relay_response(
                     let step = walker
                         .packet(len, &buf[body..body + len])
                         .map_err(RelayError::Server)?;
-                    pos = body + len;
+                    if walker.statement_id.is_some() && len >= 5 {
+                        if let Some(id) = rewrite.statement_id.take() {
+                            server.rbuf[body + 1..body + 5].copy_from_slice(&id.to_le_bytes());
+                        }
+                    }
+                    let replaced = if walker.at_ok && rewrite.untrack_ok {
+                        untracked_ok(&server.rbuf[body..body + len]).map_err(RelayError::Server)?
+                    } else {
+                        None
+                    };
+                    match replaced {
+                        Some(new) => {
+                            let seq = server.rbuf[pos + 3];
+                            let head = server.rbuf.split_to(pos);
+                            client.wbuf.extend_from_slice(&head);
+                            client.queue(seq, &new);
+                            server.rbuf.advance(HEADER_LEN + len);
+                            pos = 0;
+                        }
+                        None => pos = body + len,
+                    }
                     step
                 }
             };
             infile = step == Step::LocalInfile;
         }
-        if pos > 0 {
+        if pos > 0 || !client.wbuf.is_empty() {
             let out = server.rbuf.split_to(pos);
             pos = 0;
-            client
-                .io
-                .write_all(&out)
-                .await
-                .map_err(|e| RelayError::Client(e.into()))?;
+            if client.wbuf.is_empty() {
+                client
+                    .io
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| RelayError::Client(e.into()))?;
+            } else {
+                client.wbuf.extend_from_slice(&out);
+                client.flush().await.map_err(RelayError::Client)?;
+            }
         }
         if infile {
             relay_local_infile(client, server).await?;

@@ -3,6 +3,7 @@
 //! FOUND_ROWS(), user-variable assignment, ...), goes to the primary. Each answer carries its
 //! reason. When in doubt: primary.
 
+use super::effects::{statement_effects, Effects};
 use super::lexer::{tokenize, Kind, Token};
 
 /// Where a statement may run.
@@ -51,10 +52,34 @@ const SESSION_FUNCTIONS: &[(&str, &str)] = &[
 
 const SESSION_SYSVARS: &[&str] = &["@@IDENTITY", "@@INSERT_ID", "@@LAST_INSERT_ID"];
 
+/// Where a COM_QUERY text may run, and what it does to the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    pub class: Class,
+    pub effects: Effects,
+}
+
+/// Classify one COM_QUERY text and collect its effects, from one pass of the lexer.
+pub fn analyze(sql: &[u8]) -> Analysis {
+    let tokens = tokenize(sql);
+    let mut effects = Effects::default();
+    for s in tokens.split(|t| t.kind == Kind::Semicolon) {
+        let toks: Vec<&Token> = s.iter().filter(|t| t.kind != Kind::Comment).collect();
+        statement_effects(sql, &toks, &mut effects);
+    }
+    Analysis {
+        class: classify_tokens(sql, &tokens),
+        effects,
+    }
+}
+
 /// Classify one COM_QUERY text (possibly several statements).
 pub fn classify(sql: &[u8]) -> Class {
-    let tokens = tokenize(sql);
-    if let Some(hint) = hint(sql, &tokens) {
+    classify_tokens(sql, &tokenize(sql))
+}
+
+fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Class {
+    if let Some(hint) = hint(sql, tokens) {
         return hint;
     }
     let mut statements = tokens

@@ -3,7 +3,10 @@
 //! statements the proxy must treat specially (KILL).
 
 pub mod classify;
+pub mod digest;
+pub mod effects;
 pub mod kill;
 pub mod lexer;
 
-pub use classify::{classify, Class, Target};
+pub use classify::{analyze, classify, Analysis, Class, Target};
+pub use effects::Effects;

@@ -1,0 +1,262 @@
+//! Pools of server connections, one set per worker thread. A session lives on one worker for its
+//! whole life, and so do the connections it borrows: no lock and no cross-thread wakeup on the
+//! query path. A backend's `max_connections` is shared out between the workers.
+//!
+//! Connections are pooled per backend and per key (user, login charset, response-shaping
+//! capabilities): any connection with the same key can serve any session with that key, once
+//! brought to the session's state (see `state`).
+
+use super::connection::{BackendError, LoginParams, ServerConnection};
+use crate::protocol::constants::errcode;
+use crate::protocol::ErrPacket;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Which connections can stand in for each other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub user: String,
+    pub charset: u8,
+    pub capabilities: u32,
+}
+
+/// Pool limits for one backend (the whole process's share; each worker gets its part).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub max_connections: usize,
+    pub min_idle: usize,
+    pub idle_timeout: Duration,
+    /// How long a command waits for a connection when the backend's are all in use.
+    pub wait_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 100,
+            min_idle: 0,
+            idle_timeout: Duration::from_secs(60),
+            wait_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("too many connections to backend {address} (max {max} per worker); try again")]
+    Exhausted { address: String, max: usize },
+}
+
+impl PoolError {
+    pub fn to_client_error(&self) -> ErrPacket {
+        match self {
+            PoolError::Backend(e) => e.to_client_error(),
+            PoolError::Exhausted { .. } => ErrPacket::new(
+                errcode::ER_CON_COUNT_ERROR,
+                "HY000",
+                format!("Weiche: {self}"),
+            ),
+        }
+    }
+}
+
+struct Idle {
+    conn: ServerConnection,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct BackendPool {
+    /// Connections open on this worker (idle or lent out).
+    open: usize,
+    idle: Vec<Idle>,
+    waiters: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Worker {
+    index: usize,
+    count: usize,
+    backends: HashMap<String, BackendPool>,
+}
+
+thread_local! {
+    static WORKER: RefCell<Worker> = RefCell::new(Worker { index: 0, count: 1, backends: HashMap::new() });
+}
+
+/// Tell this thread which worker it is (for its share of each backend's connections).
+pub fn init_worker(index: usize, count: usize) {
+    WORKER.with(|w| {
+        let mut w = w.borrow_mut();
+        w.index = index;
+        w.count = count.max(1);
+    });
+}
+
+/// This worker's part of `max`: at least one.
+fn share(max: usize, index: usize, count: usize) -> usize {
+    let base = max / count;
+    let extra = usize::from(index < max % count);
+    (base + extra).max(1)
+}
+
+/// Counts one open connection of a worker's pool; dropping it frees the place.
+#[derive(Debug)]
+pub struct Slot {
+    address: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = WORKER.try_with(|w| {
+            if let Ok(mut w) = w.try_borrow_mut() {
+                if let Some(b) = w.backends.get_mut(&self.address) {
+                    b.open = b.open.saturating_sub(1);
+                    b.waiters.notify_one();
+                }
+            }
+        });
+    }
+}
+
+enum Plan {
+    Take(ServerConnection),
+    Open(Slot, Option<ServerConnection>),
+    Wait(Arc<Notify>),
+}
+
+/// Borrow a connection to `address` for `key`: an idle one, a new one, or (when the backend's
+/// share is in use) the next one given back, waiting up to `wait_timeout`.
+pub async fn acquire(
+    address: &str,
+    key: &PoolKey,
+    params: &LoginParams,
+    settings: &PoolSettings,
+) -> Result<ServerConnection, PoolError> {
+    let deadline = tokio::time::Instant::now() + settings.wait_timeout;
+    loop {
+        let (plan, limit, expired) = WORKER.with(|w| {
+            let mut w = w.borrow_mut();
+            let limit = share(settings.max_connections, w.index, w.count);
+            let b = w.backends.entry(address.to_string()).or_default();
+            let expired = prune(b, settings);
+            if let Some(i) = b.idle.iter().rposition(|i| &i.conn.key == key) {
+                return (Plan::Take(b.idle.swap_remove(i).conn), limit, expired);
+            }
+            if b.open < limit {
+                b.open += 1;
+                let slot = Slot {
+                    address: address.to_string(),
+                };
+                return (Plan::Open(slot, None), limit, expired);
+            }
+            // Full, but an idle connection of another user can make room.
+            if let Some(i) = b.idle.iter().position(|i| &i.conn.key != key) {
+                b.open += 1;
+                let evicted = b.idle.swap_remove(i).conn;
+                let slot = Slot {
+                    address: address.to_string(),
+                };
+                return (Plan::Open(slot, Some(evicted)), limit, expired);
+            }
+            (Plan::Wait(b.waiters.clone()), limit, expired)
+        });
+        // Closed outside the pool's borrow: a closing connection gives its slot back.
+        drop(expired);
+        match plan {
+            Plan::Take(conn) => return Ok(conn),
+            Plan::Open(slot, evicted) => {
+                drop(evicted);
+                let mut conn = ServerConnection::connect(address, params).await?;
+                conn.key = key.clone();
+                conn.slot = Some(slot);
+                conn.setup().await?;
+                return Ok(conn);
+            }
+            Plan::Wait(notify) => {
+                if tokio::time::timeout_at(deadline, notify.notified())
+                    .await
+                    .is_err()
+                {
+                    return Err(PoolError::Exhausted {
+                        address: address.to_string(),
+                        max: limit,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Close idle connections past their idle timeout, keeping `min_idle`. Returned so that they are
+/// dropped outside the pool's borrow.
+fn prune(b: &mut BackendPool, settings: &PoolSettings) -> Option<ServerConnection> {
+    if b.idle.len() <= settings.min_idle {
+        return None;
+    }
+    let now = Instant::now();
+    let i = b
+        .idle
+        .iter()
+        .position(|i| now.duration_since(i.since) > settings.idle_timeout)?;
+    Some(b.idle.remove(i).conn)
+}
+
+/// Give a connection back. One that is in a transaction or holds another session's untracked
+/// state is reset first (in the background); one that failed is closed.
+pub fn release(mut conn: ServerConnection) {
+    if conn.broken || conn.slot.is_none() {
+        return;
+    }
+    if conn.state.in_transaction() || conn.state.untracked.is_some() {
+        tokio::spawn(async move {
+            if conn.reset().await.is_ok() {
+                put_idle(conn);
+            }
+        });
+        return;
+    }
+    put_idle(conn);
+}
+
+fn put_idle(conn: ServerConnection) {
+    let address = conn.address.clone();
+    WORKER.with(|w| {
+        let mut w = w.borrow_mut();
+        let b = w.backends.entry(address).or_default();
+        b.idle.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        b.waiters.notify_one();
+    });
+}
+
+/// Connections of each backend on this worker: (address, open, idle).
+pub fn stats() -> Vec<(String, usize, usize)> {
+    WORKER.with(|w| {
+        w.borrow()
+            .backends
+            .iter()
+            .map(|(a, b)| (a.clone(), b.open, b.idle.len()))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_add_up() {
+        assert_eq!(share(20, 0, 2) + share(20, 1, 2), 20);
+        assert_eq!(share(5, 0, 2) + share(5, 1, 2), 5);
+        assert_eq!(share(1, 1, 2), 1);
+    }
+}

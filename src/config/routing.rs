@@ -1,0 +1,224 @@
+//! The routing, pooling and rule sections of the config file, and their validation.
+
+use super::{invalid, ConfigError};
+use crate::backend::PoolSettings;
+use regex_lite::Regex;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouting {
+    /// Where START TRANSACTION READ ONLY runs: "replica" (default) or "primary".
+    pub read_only_transactions: Option<String>,
+    /// When no replica can serve a read: "primary" (default) or "error".
+    pub no_replica: Option<String>,
+    /// Seconds after a session's write during which its reads go to the primary.
+    pub read_your_writes_window: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    pub max_connections: Option<usize>,
+    pub min_idle: Option<usize>,
+    pub idle_timeout: Option<f64>,
+    pub wait_timeout: Option<f64>,
+    pub mode: Option<PoolMode>,
+    pub max_prepared_per_connection: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRule {
+    pub digest: Option<String>,
+    pub text: Option<String>,
+    pub user: Option<String>,
+    pub schema: Option<String>,
+    pub target: String,
+}
+
+/// How sessions use server connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Hold a connection only while a statement, a transaction or a pin needs it.
+    #[default]
+    Transaction,
+    /// Keep one primary connection for the whole session (1:1), reads still split.
+    Session,
+}
+
+/// Routing policy.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub read_only_transactions_on_replica: bool,
+    pub fallback_to_primary: bool,
+    pub read_your_writes_window: Duration,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            read_only_transactions_on_replica: true,
+            fallback_to_primary: true,
+            read_your_writes_window: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where a rule sends a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleTarget {
+    Primary,
+    Replica,
+    /// A backend by address.
+    Backend(String),
+}
+
+/// A routing rule: all given conditions must match; the first matching rule wins.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub digest: Option<Regex>,
+    pub text: Option<Regex>,
+    pub user: Option<String>,
+    pub schema: Option<String>,
+    pub target: RuleTarget,
+    /// "rule 2", for reasons and logs.
+    pub name: String,
+}
+
+/// Pooling as configured.
+#[derive(Debug, Clone)]
+pub struct Pooling {
+    pub settings: PoolSettings,
+    pub mode: PoolMode,
+    pub max_prepared_per_connection: usize,
+}
+
+fn secs(what: &str, s: f64, zero_ok: bool) -> Result<Duration, ConfigError> {
+    if !(s.is_finite() && (s > 0.0 || (zero_ok && s == 0.0)) && s < 86_400.0) {
+        return Err(invalid(format!(
+            "{what} must be a number of seconds{}, not {s}",
+            if zero_ok { " (0 or more)" } else { " above 0" }
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+pub fn routing(f: &FileRouting) -> Result<Routing, ConfigError> {
+    let d = Routing::default();
+    let read_only_transactions_on_replica = match f.read_only_transactions.as_deref() {
+        None | Some("replica") => true,
+        Some("primary") => false,
+        Some(o) => {
+            return Err(invalid(format!(
+                "routing.read_only_transactions: '{o}' is not \"replica\" or \"primary\""
+            )))
+        }
+    };
+    let fallback_to_primary = match f.no_replica.as_deref() {
+        None | Some("primary") => true,
+        Some("error") => false,
+        Some(o) => {
+            return Err(invalid(format!(
+                "routing.no_replica: '{o}' is not \"primary\" or \"error\""
+            )))
+        }
+    };
+    let read_your_writes_window = match f.read_your_writes_window {
+        Some(s) => secs("routing.read_your_writes_window", s, true)?,
+        None => d.read_your_writes_window,
+    };
+    Ok(Routing {
+        read_only_transactions_on_replica,
+        fallback_to_primary,
+        read_your_writes_window,
+    })
+}
+
+pub fn pooling(f: &FilePool) -> Result<Pooling, ConfigError> {
+    let d = PoolSettings::default();
+    let max_connections = f.max_connections.unwrap_or(d.max_connections);
+    if max_connections == 0 {
+        return Err(invalid("pool.max_connections must be at least 1"));
+    }
+    let min_idle = f.min_idle.unwrap_or(d.min_idle);
+    if min_idle > max_connections {
+        return Err(invalid(
+            "pool.min_idle must not exceed pool.max_connections",
+        ));
+    }
+    let max_prepared_per_connection = f.max_prepared_per_connection.unwrap_or(256);
+    if max_prepared_per_connection == 0 {
+        return Err(invalid(
+            "pool.max_prepared_per_connection must be at least 1",
+        ));
+    }
+    Ok(Pooling {
+        settings: PoolSettings {
+            max_connections,
+            min_idle,
+            idle_timeout: match f.idle_timeout {
+                Some(s) => secs("pool.idle_timeout", s, false)?,
+                None => d.idle_timeout,
+            },
+            wait_timeout: match f.wait_timeout {
+                Some(s) => secs("pool.wait_timeout", s, false)?,
+                None => d.wait_timeout,
+            },
+        },
+        mode: f.mode.unwrap_or_default(),
+        max_prepared_per_connection,
+    })
+}
+
+/// Rules in file order; a target names "primary", "replica" or a configured backend address.
+pub fn rules(file: &[FileRule], backends: &[String]) -> Result<Vec<Rule>, ConfigError> {
+    let regex = |what: &str, i: usize, s: &Option<String>| -> Result<Option<Regex>, ConfigError> {
+        s.as_deref()
+            .map(|s| {
+                Regex::new(s).map_err(|e| {
+                    invalid(format!("rule {}: {what} is not a valid regex: {e}", i + 1))
+                })
+            })
+            .transpose()
+    };
+    let mut out = Vec::new();
+    for (i, r) in file.iter().enumerate() {
+        let target = match r.target.as_str() {
+            "primary" => RuleTarget::Primary,
+            "replica" => RuleTarget::Replica,
+            other => {
+                let addr = super::normalize_backend_addr(other).map_err(|_| {
+                    invalid(format!(
+                        "rule {}: target '{other}' is not primary, replica or a backend address",
+                        i + 1
+                    ))
+                })?;
+                if !backends.contains(&addr) {
+                    return Err(invalid(format!(
+                        "rule {}: target {addr} is not a configured backend",
+                        i + 1
+                    )));
+                }
+                RuleTarget::Backend(addr)
+            }
+        };
+        if r.digest.is_none() && r.text.is_none() && r.user.is_none() && r.schema.is_none() {
+            return Err(invalid(format!(
+                "rule {}: give at least one of digest, text, user, schema",
+                i + 1
+            )));
+        }
+        out.push(Rule {
+            digest: regex("digest", i, &r.digest)?,
+            text: regex("text", i, &r.text)?,
+            user: r.user.clone(),
+            schema: r.schema.clone(),
+            target,
+            name: format!("rule {}", i + 1),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,132 @@
+//! Routing policy: which backend a statement goes to, and why. The session supplies what it knows
+//! (the statement's class, its pins, when it last wrote); rules from the config, hints in the
+//! SQL and load balancing across replicas decide the rest.
+
+mod balance;
+
+pub use balance::BackendTable;
+
+use crate::config::{Config, RuleTarget};
+use crate::sql::{Class, Target};
+use std::borrow::Cow;
+
+/// Where a command goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The backend at this index of the backend table.
+    Backend(usize),
+    /// The session's current server connection (pinned, or the previous statement's).
+    Current,
+}
+
+/// A routing decision with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Destination,
+    pub reason: Cow<'static, str>,
+}
+
+/// What the session knows when a statement arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub user: &'a str,
+    pub schema: Option<&'a [u8]>,
+    /// The session wrote within the read-your-writes window.
+    pub recent_write: bool,
+}
+
+/// Why no backend can take the statement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no primary backend is configured")]
+    NoPrimary,
+    #[error("no replica can serve reads now (routing.no_replica = \"error\")")]
+    NoReplica,
+}
+
+/// Decide where a statement that is not pinned goes.
+pub fn decide(
+    config: &Config,
+    table: &BackendTable,
+    class: &Class,
+    text: &[u8],
+    ctx: &Context<'_>,
+) -> Result<Route, RouteError> {
+    let primary = |reason: Cow<'static, str>| -> Result<Route, RouteError> {
+        table
+            .primary()
+            .map(|i| Route {
+                destination: Destination::Backend(i),
+                reason,
+            })
+            .ok_or(RouteError::NoPrimary)
+    };
+    let hinted = class.reason.starts_with("hint");
+    if !hinted {
+        if let Some(rule) = matching_rule(config, text, ctx) {
+            let reason: Cow<'static, str> = Cow::Owned(format!("{} matched", rule.name));
+            return match &rule.target {
+                RuleTarget::Primary => primary(reason),
+                RuleTarget::Replica => replica(config, table, reason),
+                RuleTarget::Backend(a) => match table.find(a) {
+                    Some(i) => Ok(Route {
+                        destination: Destination::Backend(i),
+                        reason,
+                    }),
+                    None => primary(reason),
+                },
+            };
+        }
+    }
+    match class.target {
+        Target::Primary => primary(Cow::Borrowed(class.reason)),
+        Target::Replica if ctx.recent_write && !hinted => primary(Cow::Borrowed(
+            "read after the session's own write (read-your-writes window)",
+        )),
+        Target::Replica => replica(config, table, Cow::Borrowed(class.reason)),
+    }
+}
+
+fn replica(
+    config: &Config,
+    table: &BackendTable,
+    reason: Cow<'static, str>,
+) -> Result<Route, RouteError> {
+    match table.pick_replica() {
+        Some(i) => Ok(Route {
+            destination: Destination::Backend(i),
+            reason,
+        }),
+        None if config.routing.fallback_to_primary => table
+            .primary()
+            .map(|i| Route {
+                destination: Destination::Backend(i),
+                reason: Cow::Owned(format!("{reason}; no replica available, primary serves it")),
+            })
+            .ok_or(RouteError::NoPrimary),
+        None => Err(RouteError::NoReplica),
+    }
+}
+
+fn matching_rule<'c>(
+    config: &'c Config,
+    text: &[u8],
+    ctx: &Context<'_>,
+) -> Option<&'c crate::config::Rule> {
+    if config.rules.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(text);
+    let mut digest: Option<String> = None;
+    config.rules.iter().find(|r| {
+        r.user.as_deref().is_none_or(|u| u == ctx.user)
+            && r.schema
+                .as_deref()
+                .is_none_or(|s| ctx.schema == Some(s.as_bytes()))
+            && r.text.as_ref().is_none_or(|re| re.is_match(&text))
+            && r.digest.as_ref().is_none_or(|re| {
+                let d = digest.get_or_insert_with(|| crate::sql::digest::digest(text.as_bytes()));
+                re.is_match(d)
+            })
+    })
+}

@@ -1,0 +1,353 @@
+//! Running one command on a server connection: route it, borrow a connection (or stay on the
+//! current one), bring the connection to the session's state, relay the command and its
+//! response, learn what changed (state, transaction, pins), and give the connection back when
+//! nothing holds the session to it.
+
+use super::relay::{forward_command, relay_response, RelayError, Rewrite};
+use super::Session;
+use crate::backend::pool::{self, PoolKey};
+use crate::backend::query::Answer;
+use crate::backend::state::plan;
+use crate::backend::ServerConnection;
+use crate::config::Role;
+use crate::protocol::constants::{cap, com, errcode, status};
+use crate::protocol::{Chunk, ErrPacket, Expect, Walker};
+use crate::route::{self, Context, Destination, Route};
+use crate::sql::{Analysis, Effects, Target};
+use std::time::{Duration, Instant};
+
+/// How long a connection stays with a session after a statement whose results the next one may
+/// ask for (ROW_COUNT(), FOUND_ROWS(), SHOW WARNINGS), when nothing else holds it.
+pub const HOLD_FOR_NEXT: Duration = Duration::from_millis(500);
+
+/// A backend that refused a connection is skipped for this long.
+const DOWN_FOR: Duration = Duration::from_secs(2);
+
+/// Why a command did not run.
+#[derive(Debug)]
+pub enum ExecError {
+    /// Tell the client; the session goes on.
+    Refused(ErrPacket),
+    /// The relay failed.
+    Relay(RelayError),
+}
+
+impl From<RelayError> for ExecError {
+    fn from(e: RelayError) -> Self {
+        ExecError::Relay(e)
+    }
+}
+
+/// The session's server connection and where it is.
+#[derive(Debug)]
+pub struct Current {
+    pub conn: ServerConnection,
+    pub backend: usize,
+    /// Kept only for the next statement (see HOLD_FOR_NEXT), since this instant.
+    pub held_since: Option<Instant>,
+}
+
+impl Session {
+    pub fn pool_key(&self) -> PoolKey {
+        PoolKey {
+            user: self.user.clone(),
+            charset: self.charset,
+            capabilities: self.capabilities & cap::RESPONSE_SHAPING,
+        }
+    }
+
+    /// Status flags for answers Weiche gives itself.
+    pub fn status(&self) -> u16 {
+        self.current.as_ref().map_or(status::AUTOCOMMIT, |c| {
+            c.conn.state.status & (status::IN_TRANS | status::AUTOCOMMIT)
+        })
+    }
+
+    /// The session must stay on its current connection.
+    pub fn pinned(&self) -> bool {
+        self.pins.any()
+            || self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.conn.state.in_transaction())
+    }
+
+    /// Why the session is pinned, for EXPLAIN ROUTE and logs ("" when it is not).
+    pub fn pin_reasons(&self) -> String {
+        let mut r = self.pins.reasons();
+        if let Some(c) = &self.current {
+            if c.conn.state.status & status::IN_TRANS != 0 {
+                r.insert(0, "transaction");
+            } else if c.conn.state.status & status::AUTOCOMMIT == 0 {
+                r.insert(0, "autocommit off");
+            }
+        }
+        r.join(", ")
+    }
+
+    /// Where a statement with this analysis goes now.
+    pub fn route(&self, analysis: &Analysis, text: &[u8]) -> Result<Route, ErrPacket> {
+        if self.current.is_some() && self.pinned() {
+            return Ok(Route {
+                destination: Destination::Current,
+                reason: format!("pinned: {}", self.pin_reasons()).into(),
+            });
+        }
+        if analysis.effects.needs_previous
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.held_since.is_some())
+        {
+            return Ok(Route {
+                destination: Destination::Current,
+                reason: "reads the previous statement's results on its server".into(),
+            });
+        }
+        let recent_write = self
+            .last_write
+            .is_some_and(|t| t.elapsed() < self.config.routing.read_your_writes_window);
+        let ctx = Context {
+            user: &self.user,
+            schema: self.state.schema.as_deref(),
+            recent_write,
+        };
+        let mut class = analysis.class;
+        if analysis.effects.read_only_transaction
+            && self.config.routing.read_only_transactions_on_replica
+        {
+            class = crate::sql::Class {
+                target: Target::Replica,
+                reason: "START TRANSACTION READ ONLY runs on one replica",
+            };
+        }
+        let route = route::decide(&self.config, &self.shared.backends, &class, text, &ctx)
+            .map_err(|e| {
+                ErrPacket::new(errcode::CR_CONN_HOST_ERROR, "HY000", format!("Weiche: {e}"))
+            })?;
+        Ok(route)
+    }
+
+    /// Make `current` a connection to the route's backend in the session's state.
+    pub async fn connect_for(&mut self, route: &Route, insert_id: bool) -> Result<(), ExecError> {
+        if let Destination::Backend(i) = route.destination {
+            if self.current.as_ref().is_none_or(|c| c.backend != i) {
+                if self.pinned() {
+                    // Cannot happen: a pinned session routes to Current.
+                    return Err(ExecError::Refused(ErrPacket::new(
+                        errcode::ER_UNKNOWN_ERROR,
+                        "HY000",
+                        "Weiche: pinned session routed elsewhere",
+                    )));
+                }
+                self.release();
+                let conn = self.borrow(i).await?;
+                self.handle
+                    .set_server(Some((conn.address.clone(), conn.thread_id)));
+                self.current = Some(Current {
+                    conn,
+                    backend: i,
+                    held_since: None,
+                });
+            }
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return Err(ExecError::Refused(ErrPacket::new(
+                errcode::CR_CONN_HOST_ERROR,
+                "HY000",
+                "Weiche: no server connection",
+            )));
+        };
+        cur.held_since = None;
+        let p = plan(&self.state, self.id, &cur.conn.state, insert_id);
+        if p.is_empty() {
+            cur.conn.state.owner = self.id;
+            return Ok(());
+        }
+        tracing::debug!(
+            reset = p.reset,
+            init_db = p.init_db.is_some(),
+            set = p.set.is_some(),
+            "syncing server connection"
+        );
+        let conn = &mut cur.conn;
+        let mut n = 0;
+        if p.reset {
+            conn.queue_command(com::RESET_CONNECTION, &[]);
+            conn.prepared.clear();
+            n += 1;
+        }
+        if let Some(db) = &p.init_db {
+            conn.queue_command(com::INIT_DB, db);
+            n += 1;
+        }
+        if let Some(set) = &p.set {
+            conn.queue_query(set);
+            n += 1;
+        }
+        let sent = conn.framed.flush().await;
+        let mut failure = sent.err().map(|e| e.to_string());
+        let mut refusal = None;
+        for _ in 0..n {
+            if failure.is_some() {
+                break;
+            }
+            match conn.read_answer().await {
+                // The server's own error (an unknown database) reaches the client as it is.
+                Ok(Answer::Err(e)) => refusal = refusal.or(Some(e)),
+                Ok(_) => {}
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        if failure.is_some() || refusal.is_some() {
+            let address = conn.address.clone();
+            self.drop_current();
+            let err = refusal.unwrap_or_else(|| {
+                ErrPacket::new(
+                    errcode::CR_SERVER_LOST,
+                    "HY000",
+                    format!(
+                        "Weiche: lost the connection to {address} while bringing it to the session's state: {}",
+                        failure.unwrap_or_default()
+                    ),
+                )
+            });
+            tracing::warn!(backend = %address, "cannot bring a server connection to the session's state: {}", err.message);
+            return Err(ExecError::Refused(err));
+        }
+        conn.state.session = self.state.clone();
+        if p.reset {
+            conn.state.untracked = None;
+        }
+        conn.state.owner = self.id;
+        Ok(())
+    }
+
+    async fn borrow(&mut self, i: usize) -> Result<ServerConnection, ExecError> {
+        let table = self.shared.backends.clone();
+        let address = table.backends[i].address.clone();
+        let mut params = self.login_params();
+        params.database = None;
+        let settings = &self.config.pool.settings;
+        match pool::acquire(&address, &self.pool_key(), &params, settings).await {
+            Ok(mut c) => {
+                c.prepared.max = self.config.pool.max_prepared_per_connection;
+                Ok(c)
+            }
+            Err(e) => {
+                if matches!(e, pool::PoolError::Backend(_))
+                    && table.backends[i].role == Role::Replica
+                {
+                    table.mark_down(i, DOWN_FOR);
+                }
+                tracing::warn!("{e}");
+                Err(ExecError::Refused(e.to_client_error()))
+            }
+        }
+    }
+
+    /// Give the current connection back to the pool (if nothing pins the session to it).
+    pub fn release(&mut self) {
+        if self.pinned() {
+            return;
+        }
+        if let Some(cur) = self.current.take() {
+            self.handle.set_server(None);
+            pool::release(cur.conn);
+        }
+    }
+
+    /// Close the current connection (it failed); pins that lived on it are gone.
+    pub fn drop_current(&mut self) {
+        if let Some(mut cur) = self.current.take() {
+            cur.conn.broken = true;
+            self.handle.set_server(None);
+            if self.pins.any() {
+                tracing::warn!("lost a pinned server connection ({})", self.pin_reasons());
+            }
+            let session_mode = self.pins.session_mode;
+            self.pins = Default::default();
+            self.pins.session_mode = session_mode;
+            pool::release(cur.conn);
+        }
+    }
+
+    /// Relay a command to the current connection and stream the response.
+    pub async fn relay_current(
+        &mut self,
+        cmd: &Chunk,
+        expect: Expect,
+        rewrite: Rewrite,
+    ) -> Result<Walker, RelayError> {
+        let deprecate_eof = self.deprecate_eof();
+        let max = self.config.max_packet_size;
+        let untrack_ok = self.capabilities & cap::SESSION_TRACK == 0;
+        let table = self.shared.backends.clone();
+        let Some(cur) = self.current.as_mut() else {
+            return Err(RelayError::Server(crate::protocol::ProtocolError::Closed));
+        };
+        let _in_flight = table.begin(cur.backend);
+        let code = cmd.payload[0];
+        let binary = code == com::STMT_EXECUTE || code == com::STMT_FETCH;
+        let mut walker = Walker::new(expect, deprecate_eof, binary).tracked();
+        let result = async {
+            forward_command(&mut self.client, &mut cur.conn.framed, cmd, max).await?;
+            relay_response(
+                &mut self.client,
+                &mut cur.conn.framed,
+                &mut walker,
+                Rewrite {
+                    untrack_ok,
+                    ..rewrite
+                },
+            )
+            .await
+        }
+        .await;
+        if result.is_err() {
+            cur.conn.broken = true;
+        }
+        result?;
+        Ok(walker)
+    }
+
+    /// Learn from a finished response: state changes, transaction status, pins.
+    pub fn learn(&mut self, walker: &Walker, effects: Option<&Effects>) {
+        let write = effects.is_some_and(|e| e.writes);
+        let Some(cur) = self.current.as_mut() else {
+            return;
+        };
+        if let Some(st) = walker.status {
+            cur.conn.state.status = st;
+        }
+        let ok = crate::protocol::track::TrackedOk {
+            last_insert_id: walker.ok.as_ref().map_or(0, |o| o.last_insert_id),
+            changes: walker.changes.clone(),
+            ..Default::default()
+        };
+        self.state.apply(&ok);
+        cur.conn.state.session.apply(&ok);
+        if let Some(e) = effects {
+            self.pins.apply(e, !walker.error);
+        }
+        if let Some(u) = self.pins.leaves_untracked_state() {
+            cur.conn.state.untracked = Some(u);
+        }
+        if write && !walker.error {
+            self.last_write = Some(Instant::now());
+        }
+        // Keep the connection for the next statement when it may ask about this one
+        // (ROW_COUNT(), FOUND_ROWS(), SHOW WARNINGS).
+        let warnings = walker
+            .ok
+            .as_ref()
+            .is_some_and(|o| o.warnings > 0 || o.affected_rows > 0);
+        let calc = effects.is_some_and(|e| e.calc_found_rows || e.needs_previous);
+        if let Some(cur) = self.current.as_mut() {
+            cur.held_since = Some(Instant::now());
+        }
+        if !(warnings || walker.error || calc || write) {
+            self.release();
+        }
+    }
+}

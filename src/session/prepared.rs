@@ -1,0 +1,297 @@
+//! Prepared statements over pooled connections: the client's statement ids are Weiche's; each
+//! execution runs where its route says (reads on replicas), on a connection where the statement
+//! is prepared (transparently, the first time it runs there), with the server's id and the
+//! parameter types that connection needs.
+
+use super::command::{reply_err, Next};
+use super::exec::ExecError;
+use super::relay::{RelayError, Rewrite};
+use super::stmt::{execute_info, rewrite_execute, rewrite_id, statement_id, ClientStatement};
+use super::Session;
+use crate::protocol::constants::{com, errcode, status};
+use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect};
+use crate::route::{Destination, Route};
+use crate::sql::analyze;
+
+fn unknown(id: u32, what: &str) -> ErrPacket {
+    ErrPacket::new(
+        errcode::ER_UNKNOWN_STMT_HANDLER,
+        "HY000",
+        format!("Unknown prepared statement handler ({id}) given to {what}"),
+    )
+}
+
+pub(crate) async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
+    let code = cmd.payload[0];
+    let result = match code {
+        com::STMT_PREPARE => prepare(s, &cmd).await,
+        com::STMT_EXECUTE => execute(s, &cmd).await,
+        com::STMT_SEND_LONG_DATA => long_data(s, &cmd).await,
+        com::STMT_FETCH => fetch(s, &cmd).await,
+        com::STMT_RESET => reset(s, &cmd).await,
+        _ => {
+            close(s, &cmd);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => Ok(Next::Continue),
+        // COM_STMT_SEND_LONG_DATA and COM_STMT_CLOSE get no answer, not even an error.
+        Err(ExecError::Refused(_)) if code == com::STMT_SEND_LONG_DATA => Ok(Next::Continue),
+        Err(ExecError::Refused(e)) => {
+            reply_err(s, cmd.seq, e).await?;
+            Ok(Next::Continue)
+        }
+        Err(ExecError::Relay(e)) => {
+            s.drop_current();
+            Err(e)
+        }
+    }
+}
+
+async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+    let sql = cmd.payload.slice(1..);
+    let analysis = analyze(&sql);
+    let route = s.route(&analysis, &sql).map_err(ExecError::Refused)?;
+    s.connect_for(&route, false).await?;
+    let client_id = s.stmts.add(ClientStatement {
+        sql: sql.clone(),
+        params: 0,
+        analysis,
+        types: None,
+    });
+    let walker = s
+        .relay_current(
+            cmd,
+            Expect::Prepare,
+            Rewrite {
+                untrack_ok: false,
+                statement_id: Some(client_id),
+            },
+        )
+        .await?;
+    let (Some(server_id), false) = (walker.statement_id, walker.error) else {
+        s.stmts.remove(client_id);
+        s.learn(&walker, None);
+        return Ok(());
+    };
+    if let Some(st) = s.stmts.get_mut(client_id) {
+        st.params = walker.prepare_params;
+    }
+    if let Some(cur) = s.current.as_mut() {
+        let schema = cur.conn.state.session.schema.clone();
+        if let Some(old) = cur.conn.prepared.get(&schema, &sql).map(|o| o.id) {
+            cur.conn.queue_command(com::STMT_CLOSE, &old.to_le_bytes());
+        }
+        if let Some(evicted) = cur.conn.prepared.insert(&schema, &sql, server_id) {
+            cur.conn
+                .queue_command(com::STMT_CLOSE, &evicted.to_le_bytes());
+        }
+    }
+    s.learn(&walker, None);
+    Ok(())
+}
+
+/// Make sure the current connection has `client_id` prepared; its server id.
+async fn ensure_prepared(s: &mut Session, client_id: u32) -> Result<u32, ExecError> {
+    let Some(sql) = s.stmts.get(client_id).map(|st| st.sql.clone()) else {
+        return Err(ExecError::Refused(unknown(
+            client_id,
+            "mysqld_stmt_execute",
+        )));
+    };
+    let Some(cur) = s.current.as_mut() else {
+        return Err(ExecError::Relay(RelayError::Server(
+            crate::protocol::ProtocolError::Closed,
+        )));
+    };
+    let schema = cur.conn.state.session.schema.clone();
+    if let Some(st) = cur.conn.prepared.get(&schema, &sql) {
+        return Ok(st.id);
+    }
+    match cur.conn.prepare(&sql).await {
+        Ok(Ok(id)) => {
+            if let Some(evicted) = cur.conn.prepared.insert(&schema, &sql, id) {
+                cur.conn
+                    .queue_command(com::STMT_CLOSE, &evicted.to_le_bytes());
+            }
+            Ok(id)
+        }
+        Ok(Err(e)) => Err(ExecError::Refused(e)),
+        Err(e) => {
+            cur.conn.broken = true;
+            Err(ExecError::Relay(RelayError::Server(e)))
+        }
+    }
+}
+
+/// Route an execution of a client statement: where its text says, or the pinned connection.
+fn route_statement(s: &Session, client_id: u32) -> Result<Route, ExecError> {
+    let Some(st) = s.stmts.get(client_id) else {
+        return Err(ExecError::Refused(unknown(
+            client_id,
+            "mysqld_stmt_execute",
+        )));
+    };
+    s.route(&st.analysis, &st.sql).map_err(ExecError::Refused)
+}
+
+async fn execute(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+    let id = statement_id(&cmd.payload).unwrap_or(0);
+    let Some(st) = s.stmts.get(id) else {
+        return Err(ExecError::Refused(unknown(id, "mysqld_stmt_execute")));
+    };
+    let params = st.params;
+    let Some(info) = execute_info(&cmd.payload, params) else {
+        return Err(ExecError::Refused(ErrPacket::new(
+            errcode::ER_MALFORMED_PACKET,
+            "HY000",
+            "Malformed COM_STMT_EXECUTE packet",
+        )));
+    };
+    if let (Some(t), Some(st)) = (&info.types, s.stmts.get_mut(id)) {
+        st.types = Some(t.clone());
+    }
+    let route = route_statement(s, id)?;
+    let insert_id = s
+        .stmts
+        .get(id)
+        .is_some_and(|st| st.analysis.effects.needs_insert_id);
+    s.connect_for(&route, insert_id).await?;
+    let server_id = ensure_prepared(s, id).await?;
+    let Some(st) = s.stmts.get(id).cloned() else {
+        return Err(ExecError::Refused(unknown(id, "mysqld_stmt_execute")));
+    };
+    // The server statement needs types unless this execute sends them or it already has these.
+    let Some(cur) = s.current.as_mut() else {
+        return Err(ExecError::Refused(unknown(id, "mysqld_stmt_execute")));
+    };
+    let schema = cur.conn.state.session.schema.clone();
+    let server_types = cur
+        .conn
+        .prepared
+        .get(&schema, &st.sql)
+        .and_then(|e| e.types.clone());
+    let insert = match (&info.types, &st.types) {
+        (None, Some(t)) if server_types.as_ref() != Some(t) => Some(t.clone()),
+        _ => None,
+    };
+    if let Some(e) = cur.conn.prepared.get(&schema, &st.sql) {
+        e.types = info.types.clone().or(insert.clone()).or(e.types.take());
+    }
+    let payload = if cmd.continues() {
+        // A 16 MiB execute: only the id changes, in place.
+        let mut p = cmd.payload.to_vec();
+        p[1..5].copy_from_slice(&server_id.to_le_bytes());
+        bytes::Bytes::from(p)
+    } else {
+        rewrite_execute(&cmd.payload, server_id, params, insert.as_deref())
+    };
+    let out = Chunk {
+        seq: cmd.seq,
+        payload,
+    };
+    s.pins.long_data.retain(|&l| l != id);
+    let walker = s
+        .relay_current(&out, Expect::Results, Rewrite::default())
+        .await?;
+    if walker
+        .status
+        .is_some_and(|st| st & status::CURSOR_EXISTS != 0)
+        && !s.pins.cursors.contains(&id)
+    {
+        s.pins.cursors.push(id);
+    }
+    s.learn(&walker, Some(&st.analysis.effects));
+    Ok(())
+}
+
+async fn long_data(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+    let id = statement_id(&cmd.payload).unwrap_or(0);
+    let route = route_statement(s, id)?;
+    s.connect_for(&route, false).await?;
+    let server_id = ensure_prepared(s, id).await?;
+    if !s.pins.long_data.contains(&id) {
+        s.pins.long_data.push(id);
+    }
+    let out = Chunk {
+        seq: cmd.seq,
+        payload: rewrite_id(&cmd.payload, server_id),
+    };
+    s.relay_current(&out, Expect::Nothing, Rewrite::default())
+        .await?;
+    Ok(())
+}
+
+/// Fetch from an open cursor: only on the connection that holds it.
+async fn fetch(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+    let id = statement_id(&cmd.payload).unwrap_or(0);
+    if !s.pins.cursors.contains(&id) || s.current.is_none() {
+        return Err(ExecError::Refused(ErrPacket::new(
+            errcode::ER_STMT_HAS_NO_OPEN_CURSOR,
+            "HY000",
+            format!("The statement ({id}) has no open cursor."),
+        )));
+    }
+    let server_id = ensure_prepared(s, id).await?;
+    let out = Chunk {
+        seq: cmd.seq,
+        payload: rewrite_id(&cmd.payload, server_id),
+    };
+    let walker = s
+        .relay_current(&out, Expect::Fetch, Rewrite::default())
+        .await?;
+    if walker.error
+        || walker
+            .status
+            .is_some_and(|st| st & status::LAST_ROW_SENT != 0)
+    {
+        s.pins.cursors.retain(|&c| c != id);
+    }
+    s.learn(&walker, None);
+    Ok(())
+}
+
+/// COM_STMT_RESET: long data and cursors live on the server connection that holds them; without
+/// one there is nothing to reset.
+async fn reset(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+    let id = statement_id(&cmd.payload).unwrap_or(0);
+    if s.stmts.get(id).is_none() {
+        return Err(ExecError::Refused(unknown(id, "mysqld_stmt_reset")));
+    }
+    let held = s.pins.long_data.contains(&id) || s.pins.cursors.contains(&id);
+    s.pins.long_data.retain(|&l| l != id);
+    s.pins.cursors.retain(|&c| c != id);
+    if held && s.current.is_some() {
+        let route = Route {
+            destination: Destination::Current,
+            reason: "COM_STMT_RESET".into(),
+        };
+        s.connect_for(&route, false).await?;
+        let server_id = ensure_prepared(s, id).await?;
+        let out = Chunk {
+            seq: cmd.seq,
+            payload: rewrite_id(&cmd.payload, server_id),
+        };
+        let walker = s
+            .relay_current(&out, Expect::OnePacket, Rewrite::default())
+            .await?;
+        s.learn(&walker, None);
+        return Ok(());
+    }
+    let st = s.status();
+    s.client
+        .send(cmd.seq.wrapping_add(1), &ok_payload(0, st))
+        .await
+        .map_err(|e| ExecError::Relay(RelayError::Client(e)))?;
+    Ok(())
+}
+
+/// COM_STMT_CLOSE: forget the client's id. The server statement stays in its connection's cache
+/// for the next session that prepares the same text.
+fn close(s: &mut Session, cmd: &Chunk) {
+    let id = statement_id(&cmd.payload).unwrap_or(0);
+    s.stmts.remove(id);
+    s.pins.long_data.retain(|&l| l != id);
+    s.pins.cursors.retain(|&c| c != id);
+}
