@@ -76,49 +76,44 @@ impl BackendTable {
 
     /// The replica to send the next read to, if any is usable.
     pub fn pick_replica(&self) -> Option<usize> {
-        let candidates: Vec<usize> = (0..self.backends.len())
+        // One snapshot of (index, outstanding, weight): other workers change the counts.
+        let loads: Vec<(usize, u64, u64)> = (0..self.backends.len())
             .filter(|&i| self.backends[i].role == Role::Replica && !self.is_down(i))
-            .collect();
-        // Least outstanding per weight: o_i / w_i < o_j / w_j  <=>  o_i * w_j < o_j * w_i.
-        let load = |i: usize| {
-            let b = &self.backends[i];
-            (
-                u64::from(b.outstanding.load(Ordering::Relaxed)),
-                u64::from(b.weight),
-            )
-        };
-        let best = candidates.iter().copied().min_by(|&a, &b| {
-            let (oa, wa) = load(a);
-            let (ob, wb) = load(b);
-            (oa * wb).cmp(&(ob * wa))
-        })?;
-        let (ob, wb) = load(best);
-        let tied: Vec<usize> = candidates
-            .into_iter()
-            .filter(|&i| {
-                let (o, w) = load(i);
-                o * wb == ob * w
+            .map(|i| {
+                let b = &self.backends[i];
+                (
+                    i,
+                    u64::from(b.outstanding.load(Ordering::Relaxed)),
+                    u64::from(b.weight),
+                )
             })
             .collect();
+        // Least outstanding per weight: o_i / w_i < o_j / w_j  <=>  o_i * w_j < o_j * w_i.
+        let &(_, ob, wb) = loads.iter().min_by(|a, b| (a.1 * b.2).cmp(&(b.1 * a.2)))?;
+        let tied: Vec<(usize, u64)> = loads
+            .iter()
+            .filter(|(_, o, w)| o * wb == ob * w)
+            .map(|&(i, _, w)| (i, w))
+            .collect();
+        let &[(first, _), ..] = tied.as_slice() else {
+            return None;
+        };
         if tied.len() == 1 {
-            return Some(tied[0]);
+            return Some(first);
         }
         let mut current = match self.current.lock() {
             Ok(c) => c,
             Err(p) => p.into_inner(),
         };
-        let total: i64 = tied
-            .iter()
-            .map(|&i| i64::from(self.backends[i].weight))
-            .sum();
-        let mut chosen = tied[0];
-        for &i in &tied {
-            current[i] += i64::from(self.backends[i].weight);
+        let total: u64 = tied.iter().map(|&(_, w)| w).sum();
+        let mut chosen = first;
+        for &(i, w) in &tied {
+            current[i] += w as i64;
             if current[i] > current[chosen] {
                 chosen = i;
             }
         }
-        current[chosen] -= total;
+        current[chosen] -= total as i64;
         Some(chosen)
     }
 

@@ -52,6 +52,47 @@ impl Weiche {
         Self::start_with(&["-b", &primary(), "--user", &user, "--user", "root:"])
     }
 
+    /// Start Weiche with the sandbox primary and both replicas (read/write splitting).
+    pub fn start_split() -> Weiche {
+        let user = format!("{}:{}", app_user(), app_password());
+        let replicas = replicas().join(",");
+        Self::start_with(&[
+            "-b",
+            &primary(),
+            "-r",
+            &replicas,
+            "--user",
+            &user,
+            "--user",
+            "root:",
+        ])
+    }
+
+    /// Start Weiche with a config file: `[[backends]]` for the sandbox are added, the app and
+    /// root users too; `extra` is more TOML.
+    pub fn start_config(extra: &str) -> Weiche {
+        let r = replicas();
+        let text = format!(
+            "[[backends]]\naddress = \"{}\"\nrole = \"primary\"\n\n\
+             [[backends]]\naddress = \"{}\"\nrole = \"replica\"\nweight = 2\n\n\
+             [[backends]]\naddress = \"{}\"\nrole = \"replica\"\n\n\
+             [[users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
+             [[users]]\nname = \"root\"\npassword = \"\"\n\n{extra}\n",
+            primary(),
+            r[0],
+            r[1],
+            app_user(),
+            app_password()
+        );
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "weiche-{}-{}.toml",
+            std::process::id(),
+            table("cfg")
+        ));
+        std::fs::write(&path, text).expect("write config");
+        Self::start_with(&["--config", path.to_str().expect("utf-8 path")])
+    }
+
     pub fn start_with(args: &[&str]) -> Weiche {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
