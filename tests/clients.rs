@@ -30,7 +30,15 @@ fn run_client(program: &str, args: &[&str], addr: &str, prefix: &str) -> String 
 }
 
 fn same_through_weiche(program: &str, script: &str, prefix: &str) {
-    let w = Weiche::start();
+    same_through(Weiche::start(), program, script, prefix)
+}
+
+/// The same, with Weiche splitting reads to the replicas.
+fn same_through_split(program: &str, script: &str, prefix: &str) {
+    same_through(Weiche::start_split(), program, script, prefix)
+}
+
+fn same_through(w: Weiche, program: &str, script: &str, prefix: &str) {
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let direct = run_client(program, &[&path], &primary(), &format!("{prefix}d_"));
     let proxied = run_client(program, &[&path], &w.addr(), &format!("{prefix}w_"));
@@ -70,4 +78,19 @@ fn php_pdo() {
 fn python_pymysql() {
     // Debian's python3 with python3-pymysql (the one on PATH may be another interpreter).
     same_through_weiche("/usr/bin/python3", "pymysql_client.py", "pymysql_");
+}
+
+#[test]
+fn split_php_mysqli() {
+    same_through_split("php", "split_mysqli.php", "smysqli_");
+}
+
+#[test]
+fn split_php_pdo() {
+    same_through_split("php", "split_pdo.php", "spdo_");
+}
+
+#[test]
+fn split_python_pymysql() {
+    same_through_split("/usr/bin/python3", "split_pymysql.py", "spymysql_");
 }
