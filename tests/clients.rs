@@ -2,6 +2,9 @@
 //! script against the primary directly and through Weiche; their output must be identical.
 //! Each script covers types, prepared statements, a rolled-back transaction, multi-statements,
 //! LOAD DATA LOCAL INFILE of 20 MB, a 20 MB blob and KILL QUERY (see tests/clients/).
+//! The `split_*` scripts run application patterns (SET NAMES, time_zone, USE, user variables,
+//! temporary tables, LAST_INSERT_ID(), FOUND_ROWS(), GET_LOCK, transactions, autocommit=0,
+//! prepared statements reused 1,000 times, SHOW WARNINGS) through a splitting Weiche.
 
 mod common;
 
