@@ -119,13 +119,16 @@ pub fn plan(want: &SessionState, owner: u32, conn: &ConnState, insert_id: bool) 
     let foreign = conn.owner != owner;
     let reset = (foreign && (conn.untracked.is_some() || conn.in_transaction()))
         || conn.session.vars.keys().any(|k| !want.vars.contains_key(k));
-    let have = if reset {
-        SessionState {
+    // After a reset only the schema remains; otherwise compare with the state as it is.
+    let after_reset;
+    let have: &SessionState = if reset {
+        after_reset = SessionState {
             schema: conn.session.schema.clone(),
             ..Default::default()
-        }
+        };
+        &after_reset
     } else {
-        conn.session.clone()
+        &conn.session
     };
     let mut assignments: Vec<(&[u8], &[u8])> = Vec::new();
     if reset {

@@ -123,8 +123,8 @@ pub struct OkPacket {
 }
 
 impl OkPacket {
-    pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
-        let mut r = Reader::new(payload);
+    /// Header, affected rows, insert id, status and warnings: the part every OK layout shares.
+    pub fn decode_head(r: &mut Reader<'_>) -> Result<(u64, u64, u16, u16), ProtocolError> {
         let header = r.u8("OK header")?;
         if header != 0x00 && header != 0xfe {
             return Err(ProtocolError::Malformed("OK header"));
@@ -142,6 +142,12 @@ impl OkPacket {
         } else {
             0
         };
+        Ok((affected_rows, last_insert_id, status, warnings))
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(payload);
+        let (affected_rows, last_insert_id, status, warnings) = Self::decode_head(&mut r)?;
         let info = r.rest().to_vec();
         Ok(OkPacket {
             affected_rows,

@@ -7,7 +7,7 @@
 //! SESSION_STATE_CHANGED flag; `untracked_ok` converts one. (Servers send the info text
 //! length-encoded either way, and drivers such as mysqlnd read it so.)
 
-use super::basic::{put_lenenc_bytes, put_lenenc_int, Reader};
+use super::basic::{put_lenenc_bytes, put_lenenc_int, OkPacket, Reader};
 use super::constants::status;
 use super::ProtocolError;
 use bytes::{BufMut, BytesMut};
@@ -44,14 +44,7 @@ impl TrackedOk {
     /// Decode an OK (0x00) or OK-terminator (0xfe) payload.
     pub fn decode(payload: &[u8]) -> Result<TrackedOk, ProtocolError> {
         let mut r = Reader::new(payload);
-        let header = r.u8("OK header")?;
-        if header != 0x00 && header != 0xfe {
-            return Err(ProtocolError::Malformed("OK header"));
-        }
-        let affected_rows = r.lenenc_int("OK affected rows")?;
-        let last_insert_id = r.lenenc_int("OK insert id")?;
-        let status = r.u16("OK status")?;
-        let warnings = r.u16("OK warnings")?;
+        let (affected_rows, last_insert_id, status, warnings) = OkPacket::decode_head(&mut r)?;
         let mut ok = TrackedOk {
             affected_rows,
             last_insert_id,

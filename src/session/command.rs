@@ -116,16 +116,10 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
     match code {
         com::QUIT => return Ok(Next::Close),
         com::CHANGE_USER => return change_user(s, cmd).await,
-        com::PING => {
-            let st = s.status();
-            s.client
-                .send(cmd.seq.wrapping_add(1), &ok_payload(0, st))
-                .await
-                .map_err(RelayError::Client)?;
-            return Ok(Next::Continue);
-        }
-        com::RESET_CONNECTION => {
-            reset_connection(s);
+        com::PING | com::RESET_CONNECTION => {
+            if code == com::RESET_CONNECTION {
+                reset_connection(s);
+            }
             let st = s.status();
             s.client
                 .send(cmd.seq.wrapping_add(1), &ok_payload(0, st))
@@ -196,7 +190,7 @@ async fn run_routed(
 ) -> Result<Next, RelayError> {
     let route = match &analysis {
         Some(a) => s.route(a, &cmd.payload[1..]),
-        None => s.route(&analyze(b"/* weiche:primary */"), b""),
+        None => s.route(&Analysis::primary("command for the primary"), b""),
     };
     let route = match route {
         Ok(r) => r,

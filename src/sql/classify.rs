@@ -59,6 +59,16 @@ pub struct Analysis {
     pub effects: Effects,
 }
 
+impl Analysis {
+    /// A command that is not SQL text and goes to the primary.
+    pub fn primary(reason: &'static str) -> Analysis {
+        Analysis {
+            class: primary(reason),
+            effects: Effects::default(),
+        }
+    }
+}
+
 /// Classify one COM_QUERY text and collect its effects, from one pass of the lexer.
 pub fn analyze(sql: &[u8]) -> Analysis {
     let tokens = tokenize(sql);
