@@ -70,6 +70,13 @@ async fn accept_loop(
 ) -> Result<(), ServerError> {
     let listener = listen(addr).map_err(|source| ServerError::Listen { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
+    let config = shared.config();
+    // The monitor runs beside the acceptor; clients are let in once every backend was checked
+    // (or a check's timeout passed).
+    let mut checked = crate::backend::monitor::start(shared.backends.clone(), &config);
+    let n = config.backends.len();
+    let first_round = config.monitoring.timeout + std::time::Duration::from_millis(200);
+    let _ = tokio::time::timeout(first_round, checked.wait_for(|c| *c >= n)).await;
     match shared.probe_primary().await {
         Ok(()) => {
             let info = shared.server_info();

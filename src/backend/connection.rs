@@ -116,6 +116,8 @@ pub struct ServerConnection {
     pub slot: Option<Slot>,
     /// An error left it in an unknown state: close it instead of pooling it.
     pub broken: bool,
+    /// The backend's down-count when it was opened: one from before a failure is not reused.
+    pub epoch: u64,
 }
 
 impl ServerConnection {
@@ -229,6 +231,7 @@ impl ServerConnection {
                         },
                         slot: None,
                         broken: false,
+                        epoch: 0,
                     });
                 }
                 Some(0xff) => {
@@ -288,7 +291,7 @@ impl ServerConnection {
             return Err(fail(QueryError::Server(e)));
         }
         let row = match names {
-            Answer::Rows(mut rows) if rows.len() == 1 => rows.swap_remove(0),
+            Answer::Rows(mut r) if r.rows.len() == 1 => r.rows.swap_remove(0),
             Answer::Err(e) => return Err(fail(QueryError::Server(e))),
             _ => {
                 return Err(fail(QueryError::Protocol(ProtocolError::Malformed(

@@ -1,8 +1,11 @@
 //! Backends and server connections: opening a connection to a backend and logging in with
 //! credentials Weiche holds, the state each connection is in, the statements prepared on it,
-//! and the per-worker pools that lend connections to sessions. (The monitor builds on this.)
+//! the per-worker pools that lend connections to sessions, and the monitor that checks each
+//! backend's health, role and replication lag.
 
 pub mod connection;
+pub mod gtid;
+pub mod monitor;
 pub mod pool;
 pub mod prepared;
 pub mod query;

@@ -132,12 +132,14 @@ enum Plan {
 }
 
 /// Borrow a connection to `address` for `key`: an idle one, a new one, or (when the backend's
-/// share is in use) the next one given back, waiting up to `wait_timeout`.
+/// share is in use) the next one given back, waiting up to `wait_timeout`. Idle connections
+/// opened before the backend's current `epoch` (it went down since) are closed, not lent.
 pub async fn acquire(
     address: &str,
     key: &PoolKey,
     params: &LoginParams,
     settings: &PoolSettings,
+    epoch: u64,
 ) -> Result<ServerConnection, PoolError> {
     let deadline = tokio::time::Instant::now() + settings.wait_timeout;
     loop {
@@ -145,7 +147,13 @@ pub async fn acquire(
             let mut w = w.borrow_mut();
             let limit = share(settings.max_connections, w.index, w.count);
             let b = w.backends.entry(address.to_string()).or_default();
-            let expired = prune(b, settings);
+            let mut expired: Vec<ServerConnection> = prune(b, settings).into_iter().collect();
+            if b.idle.iter().any(|i| i.conn.epoch != epoch) {
+                let (keep, stale): (Vec<Idle>, Vec<Idle>) =
+                    b.idle.drain(..).partition(|i| i.conn.epoch == epoch);
+                b.idle = keep;
+                expired.extend(stale.into_iter().map(|i| i.conn));
+            }
             if let Some(i) = b.idle.iter().rposition(|i| &i.conn.key == key) {
                 return (Plan::Take(b.idle.swap_remove(i).conn), limit, expired);
             }
@@ -176,6 +184,7 @@ pub async fn acquire(
                 let mut conn = ServerConnection::connect(address, params).await?;
                 conn.key = key.clone();
                 conn.slot = Some(slot);
+                conn.epoch = epoch;
                 conn.setup().await?;
                 return Ok(conn);
             }

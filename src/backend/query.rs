@@ -17,8 +17,36 @@ const MAX_INTERNAL_PACKET: usize = 1 << 20;
 #[derive(Debug)]
 pub enum Answer {
     Ok(TrackedOk),
-    Rows(Vec<Vec<Option<Vec<u8>>>>),
+    Rows(Rows),
     Err(ErrPacket),
+}
+
+/// A small text result set.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub columns: Vec<Vec<u8>>,
+    pub rows: Vec<Vec<Option<Vec<u8>>>>,
+}
+
+impl Rows {
+    /// The value of column `name` (any of the given spellings) in row `row`, as text.
+    pub fn get(&self, row: usize, names: &[&str]) -> Option<&str> {
+        let col = self
+            .columns
+            .iter()
+            .position(|c| names.iter().any(|n| c.eq_ignore_ascii_case(n.as_bytes())))?;
+        let v = self.rows.get(row)?.get(col)?.as_deref()?;
+        std::str::from_utf8(v).ok()
+    }
+}
+
+/// A column definition's name: the fifth length-encoded string.
+fn column_name(payload: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let mut r = Reader::new(payload);
+    for what in ["catalog", "schema", "table", "original table"] {
+        r.lenenc_bytes(what)?;
+    }
+    Ok(r.lenenc_bytes("column name")?.to_vec())
 }
 
 /// Why an internal command failed.
@@ -63,8 +91,10 @@ impl ServerConnection {
             )),
             Some(_) => {
                 let columns = Reader::new(&first.payload).lenenc_int("column count")?;
+                let mut names = Vec::new();
                 for _ in 0..columns {
-                    self.framed.read_packet(MAX_INTERNAL_PACKET).await?;
+                    let c = self.framed.read_packet(MAX_INTERNAL_PACKET).await?;
+                    names.push(column_name(&c.payload)?);
                 }
                 let deprecate_eof = self.capabilities & cap::DEPRECATE_EOF != 0;
                 if !deprecate_eof {
@@ -80,7 +110,10 @@ impl ServerConnection {
                                 let ok = TrackedOk::decode(&p.payload)?;
                                 self.state.apply_ok(&ok);
                             }
-                            return Ok(Answer::Rows(rows));
+                            return Ok(Answer::Rows(Rows {
+                                columns: names,
+                                rows,
+                            }));
                         }
                         _ => {
                             let mut r = Reader::new(&p.payload);

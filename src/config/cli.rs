@@ -350,16 +350,14 @@ impl LoadedConfig {
             ));
         }
 
-        let monitor = match cli.monitor_user {
+        let monitor_flag = match cli.monitor_user {
             Some(spec) => {
                 let (user, password) = split_account("--monitor-user", &spec)?;
                 Some(Credentials { user, password })
             }
-            None => file.monitor.map(|m| Credentials {
-                user: m.user,
-                password: m.password,
-            }),
+            None => None,
         };
+        let (monitor, monitoring) = super::monitor::monitoring(&file.monitor, monitor_flag)?;
 
         let admin_address = cli.admin_address.or(file.admin.address);
         let admin_user = cli.admin_username.or(file.admin.username);
@@ -427,6 +425,7 @@ impl LoadedConfig {
                 backends,
                 users,
                 monitor,
+                monitoring,
                 admin_address,
                 admin,
                 connect_timeout,

@@ -4,10 +4,12 @@
 
 mod cli;
 mod ini;
+mod monitor;
 mod routing;
 
 pub use cli::{Cli, LoadedConfig};
-pub use routing::{PoolMode, Pooling, Routing, Rule, RuleTarget};
+pub use monitor::Monitoring;
+pub use routing::{Consistency, PoolMode, Pooling, Routing, Rule, RuleTarget};
 
 use crate::protocol::auth::{self, Stage2};
 use serde::Deserialize;
@@ -43,7 +45,8 @@ pub struct FileConfig {
     pub backends: Vec<FileBackend>,
     #[serde(default)]
     pub users: Vec<FileUser>,
-    pub monitor: Option<FileCredentials>,
+    #[serde(default)]
+    pub monitor: monitor::FileMonitor,
     #[serde(default)]
     pub admin: FileAdmin,
     #[serde(default)]
@@ -84,14 +87,6 @@ pub struct FileUser {
     pub password_hash: Option<String>,
     /// Overrides pool.mode for this user's sessions.
     pub pool_mode: Option<PoolMode>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileCredentials {
-    pub user: String,
-    #[serde(default)]
-    pub password: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +175,7 @@ pub struct Config {
     pub backends: Vec<Backend>,
     pub users: Vec<User>,
     pub monitor: Option<Credentials>,
+    pub monitoring: Monitoring,
     pub admin_address: Option<SocketAddr>,
     pub admin: Option<Credentials>,
     pub connect_timeout: Duration,

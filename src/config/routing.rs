@@ -2,6 +2,7 @@
 
 use super::{invalid, ConfigError};
 use crate::backend::PoolSettings;
+pub use crate::sql::Consistency;
 use regex_lite::Regex;
 use serde::Deserialize;
 use std::time::Duration;
@@ -13,8 +14,17 @@ pub struct FileRouting {
     pub read_only_transactions: Option<String>,
     /// When no replica can serve a read: "primary" (default) or "error".
     pub no_replica: Option<String>,
-    /// Seconds after a session's write during which its reads go to the primary.
+    /// What a read may see: "eventual", "session" (default) or "global".
+    pub consistency: Option<Consistency>,
+    /// Seconds a read waits on a replica for the GTID it must see before the primary serves it.
+    pub consistency_wait: Option<f64>,
+    /// Seconds a replica may lag before it leaves the read rotation (default 10).
+    pub max_replication_lag: Option<f64>,
+    /// Seconds after a session's write during which its reads go to the primary, when the
+    /// server does not report the write's GTID.
     pub read_your_writes_window: Option<f64>,
+    /// Seconds a command may wait for its answer before the client gets an error (0: no limit).
+    pub query_timeout: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +64,11 @@ pub enum PoolMode {
 pub struct Routing {
     pub read_only_transactions_on_replica: bool,
     pub fallback_to_primary: bool,
+    pub consistency: Consistency,
+    pub consistency_wait: Duration,
+    pub max_replication_lag: Duration,
     pub read_your_writes_window: Duration,
+    pub query_timeout: Option<Duration>,
 }
 
 impl Default for Routing {
@@ -62,7 +76,11 @@ impl Default for Routing {
         Routing {
             read_only_transactions_on_replica: true,
             fallback_to_primary: true,
+            consistency: Consistency::Session,
+            consistency_wait: Duration::from_millis(200),
+            max_replication_lag: Duration::from_secs(10),
             read_your_writes_window: Duration::from_secs(1),
+            query_timeout: None,
         }
     }
 }
@@ -96,7 +114,7 @@ pub struct Pooling {
     pub max_prepared_per_connection: usize,
 }
 
-fn secs(what: &str, s: f64, zero_ok: bool) -> Result<Duration, ConfigError> {
+pub(super) fn secs(what: &str, s: f64, zero_ok: bool) -> Result<Duration, ConfigError> {
     if !(s.is_finite() && (s > 0.0 || (zero_ok && s == 0.0)) && s < 86_400.0) {
         return Err(invalid(format!(
             "{what} must be a number of seconds{}, not {s}",
@@ -130,10 +148,27 @@ pub fn routing(f: &FileRouting) -> Result<Routing, ConfigError> {
         Some(s) => secs("routing.read_your_writes_window", s, true)?,
         None => d.read_your_writes_window,
     };
+    let or = |what: &str, v: Option<f64>, d: Duration| match v {
+        Some(s) => secs(what, s, true),
+        None => Ok(d),
+    };
+    let query_timeout = or("routing.query_timeout", f.query_timeout, Duration::ZERO)?;
     Ok(Routing {
         read_only_transactions_on_replica,
         fallback_to_primary,
+        consistency: f.consistency.unwrap_or(d.consistency),
+        consistency_wait: or(
+            "routing.consistency_wait",
+            f.consistency_wait,
+            d.consistency_wait,
+        )?,
+        max_replication_lag: or(
+            "routing.max_replication_lag",
+            f.max_replication_lag,
+            d.max_replication_lag,
+        )?,
         read_your_writes_window,
+        query_timeout: Some(query_timeout).filter(|t| !t.is_zero()),
     })
 }
 

@@ -1,8 +1,10 @@
-//! The backend table shared by all workers: each backend's role, weight, outstanding requests
-//! and whether it recently refused connections. Reads go to the replica with the fewest
-//! outstanding requests per weight; among equals, smooth weighted round robin spreads them by
-//! weight.
+//! The backend table shared by all workers: each backend's weight, outstanding requests,
+//! whether it recently refused connections, and (in `health`) its live role and state. Reads go
+//! to the usable replica with the fewest outstanding requests per weight; among equals, smooth
+//! weighted round robin spreads them by weight.
 
+use super::health::{Live, State, Writer, WriterSlot};
+use crate::backend::gtid::GtidPos;
 use crate::config::{Config, Role};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct BackendStats {
     pub address: String,
-    pub role: Role,
+    /// The role the config gives it; the live one is `BackendTable::role`.
+    pub configured_role: Role,
     pub weight: u32,
     /// Commands in flight on this backend.
     pub outstanding: AtomicU32,
@@ -20,6 +23,21 @@ pub struct BackendStats {
     pub served: AtomicU64,
     /// Until when (ms since the table was built) it is skipped after refusing connections.
     down_until_ms: AtomicU64,
+    pub(super) live: Live,
+}
+
+impl BackendStats {
+    fn new(address: &str, role: Role, weight: u32) -> BackendStats {
+        BackendStats {
+            address: address.to_string(),
+            configured_role: role,
+            weight: weight.max(1),
+            outstanding: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+            down_until_ms: AtomicU64::new(0),
+            live: Live::new(role),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -28,30 +46,42 @@ pub struct BackendTable {
     started: Instant,
     /// Smooth weighted round robin state, per backend.
     current: Mutex<Vec<i64>>,
+    pub(super) writer: WriterSlot,
+}
+
+/// A replica chosen for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub index: usize,
+    /// It is known to have applied the position the read needs (or none was needed).
+    pub caught_up: bool,
 }
 
 impl BackendTable {
     pub fn new(config: &Config) -> BackendTable {
-        BackendTable {
-            backends: config
+        Self::from_backends(
+            config
                 .backends
                 .iter()
-                .map(|b| BackendStats {
-                    address: b.address.clone(),
-                    role: b.role,
-                    weight: b.weight.max(1),
-                    outstanding: AtomicU32::new(0),
-                    served: AtomicU64::new(0),
-                    down_until_ms: AtomicU64::new(0),
-                })
+                .map(|b| BackendStats::new(&b.address, b.role, b.weight))
                 .collect(),
-            started: Instant::now(),
-            current: Mutex::new(vec![0; config.backends.len()]),
-        }
+        )
     }
 
-    pub fn primary(&self) -> Option<usize> {
-        self.backends.iter().position(|b| b.role == Role::Primary)
+    fn from_backends(backends: Vec<BackendStats>) -> BackendTable {
+        let writer = match backends
+            .iter()
+            .position(|b| b.configured_role == Role::Primary)
+        {
+            Some(i) => Writer::One(i),
+            None => Writer::Nobody("no primary backend is configured".into()),
+        };
+        BackendTable {
+            current: Mutex::new(vec![0; backends.len()]),
+            backends,
+            started: Instant::now(),
+            writer: WriterSlot::new(writer),
+        }
     }
 
     pub fn find(&self, address: &str) -> Option<usize> {
@@ -74,11 +104,33 @@ impl BackendTable {
             .store(until, Ordering::Relaxed);
     }
 
-    /// The replica to send the next read to, if any is usable.
-    pub fn pick_replica(&self) -> Option<usize> {
+    /// A replica that may take reads now.
+    pub fn usable_replica(&self, i: usize) -> bool {
+        self.role(i) == Role::Replica && self.state(i) == State::Up && !self.is_down(i)
+    }
+
+    /// The replica for the next read, if any is usable, avoiding `avoid`. With `need`, replicas
+    /// known to have applied that position come first.
+    pub fn pick_replica(&self, avoid: Option<usize>, need: Option<&GtidPos>) -> Option<Pick> {
+        let usable = |i: usize| Some(i) != avoid && self.usable_replica(i);
+        if let Some(need) = need {
+            if let Some(index) = self.least_loaded(|i| usable(i) && self.has_applied(i, need)) {
+                return Some(Pick {
+                    index,
+                    caught_up: true,
+                });
+            }
+        }
+        self.least_loaded(usable).map(|index| Pick {
+            index,
+            caught_up: need.is_none(),
+        })
+    }
+
+    fn least_loaded(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
         // One snapshot of (index, outstanding, weight): other workers change the counts.
         let loads: Vec<(usize, u64, u64)> = (0..self.backends.len())
-            .filter(|&i| self.backends[i].role == Role::Replica && !self.is_down(i))
+            .filter(|&i| candidate(i))
             .map(|i| {
                 let b = &self.backends[i];
                 (
@@ -140,36 +192,17 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Backend;
 
     fn table(weights: &[u32]) -> BackendTable {
-        let mut backends = vec![Backend {
-            address: "p:1".into(),
-            role: Role::Primary,
-            weight: 1,
-        }];
+        let mut backends = vec![BackendStats::new("p:1", Role::Primary, 1)];
         for (i, w) in weights.iter().enumerate() {
-            backends.push(Backend {
-                address: format!("r{i}:1"),
-                role: Role::Replica,
-                weight: *w,
-            });
+            backends.push(BackendStats::new(&format!("r{i}:1"), Role::Replica, *w));
         }
-        BackendTable {
-            current: Mutex::new(vec![0; backends.len()]),
-            backends: backends
-                .iter()
-                .map(|b| BackendStats {
-                    address: b.address.clone(),
-                    role: b.role,
-                    weight: b.weight,
-                    outstanding: AtomicU32::new(0),
-                    served: AtomicU64::new(0),
-                    down_until_ms: AtomicU64::new(0),
-                })
-                .collect(),
-            started: Instant::now(),
-        }
+        BackendTable::from_backends(backends)
+    }
+
+    fn pick(t: &BackendTable) -> Option<usize> {
+        t.pick_replica(None, None).map(|p| p.index)
     }
 
     #[test]
@@ -177,7 +210,7 @@ mod tests {
         let t = table(&[2, 1]);
         let mut n = [0usize; 3];
         for _ in 0..300 {
-            n[t.pick_replica().unwrap()] += 1;
+            n[pick(&t).unwrap()] += 1;
         }
         assert_eq!(n, [0, 200, 100]);
     }
@@ -186,10 +219,45 @@ mod tests {
     fn busy_and_down_replicas_are_avoided() {
         let t = table(&[1, 1]);
         let _busy = t.begin(1);
-        assert_eq!(t.pick_replica(), Some(2));
+        assert_eq!(pick(&t), Some(2));
         t.mark_down(2, Duration::from_secs(10));
-        assert_eq!(t.pick_replica(), Some(1));
+        assert_eq!(pick(&t), Some(1));
+        assert_eq!(t.pick_replica(Some(1), None), None);
         t.mark_down(1, Duration::from_secs(10));
-        assert_eq!(t.pick_replica(), None);
+        assert_eq!(pick(&t), None);
+    }
+
+    #[test]
+    fn states_and_roles_decide_who_reads() {
+        let t = table(&[1, 1]);
+        t.set_state(1, State::Lagging, "SQL thread stopped");
+        assert_eq!(pick(&t), Some(2));
+        t.set_state(2, State::Offline, "");
+        assert_eq!(pick(&t), None);
+        t.set_state(1, State::Up, "");
+        t.set_role(1, Role::Primary);
+        assert_eq!(pick(&t), None);
+        assert_eq!(t.primary(), Ok(0));
+        t.set_writer(Writer::Several(vec!["p:1".into(), "r0:1".into()]));
+        assert_eq!(
+            t.primary().unwrap_err().to_string(),
+            "two primaries: p:1 and r0:1; refusing writes"
+        );
+    }
+
+    #[test]
+    fn reads_that_need_a_position_prefer_replicas_that_have_it() {
+        let t = table(&[1, 1]);
+        let need = GtidPos::parse("0-1-10").unwrap();
+        t.set_known(1, GtidPos::parse("0-1-9").unwrap());
+        t.set_known(2, GtidPos::parse("0-1-10").unwrap());
+        let _busy = t.begin(2);
+        let p = t.pick_replica(None, Some(&need)).unwrap();
+        assert_eq!((p.index, p.caught_up), (2, true));
+        t.set_known(2, GtidPos::parse("0-1-3").unwrap());
+        let p = t.pick_replica(None, Some(&need)).unwrap();
+        assert_eq!((p.index, p.caught_up), (1, false));
+        t.applied(1, &need);
+        assert!(t.has_applied(1, &need));
     }
 }

@@ -3,11 +3,14 @@
 //! SQL and load balancing across replicas decide the rest.
 
 mod balance;
+mod health;
 
-pub use balance::BackendTable;
+pub use balance::{BackendTable, Pick};
+pub use health::{Report, State, Writer};
 
+use crate::backend::gtid::GtidPos;
 use crate::config::{Config, RuleTarget};
-use crate::sql::{Class, Target};
+use crate::sql::{Class, Consistency, Target};
 use std::borrow::Cow;
 
 /// Where a command goes.
@@ -24,6 +27,28 @@ pub enum Destination {
 pub struct Route {
     pub destination: Destination,
     pub reason: Cow<'static, str>,
+    /// Before the read, wait on the replica until it has applied a position (or give the read
+    /// to the primary when it does not within `routing.consistency_wait`).
+    pub wait: Option<Wait>,
+}
+
+/// The position a read waits for on its replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// The session's own last write.
+    For(GtidPos),
+    /// The primary's position when the read starts (consistency = "global").
+    PrimaryNow,
+}
+
+impl Route {
+    fn to(i: usize, reason: Cow<'static, str>) -> Route {
+        Route {
+            destination: Destination::Backend(i),
+            reason,
+            wait: None,
+        }
+    }
 }
 
 /// What the session knows when a statement arrives.
@@ -31,15 +56,22 @@ pub struct Route {
 pub struct Context<'a> {
     pub user: &'a str,
     pub schema: Option<&'a [u8]>,
-    /// The session wrote within the read-your-writes window.
+    /// The session wrote within the read-your-writes window and its GTID is unknown.
     pub recent_write: bool,
+    pub consistency: Consistency,
+    /// The GTID position of the session's last write.
+    pub session_position: Option<&'a GtidPos>,
+    /// A backend to keep away from (a retry after it failed).
+    pub avoid: Option<usize>,
 }
 
 /// Why no backend can take the statement.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("no primary backend is configured")]
-    NoPrimary,
+    #[error("no primary ({0}); writes are refused until one is available")]
+    NoPrimary(String),
+    #[error("two primaries: {0}; refusing writes")]
+    TwoPrimaries(String),
     #[error("no replica can serve reads now (routing.no_replica = \"error\")")]
     NoReplica,
 }
@@ -52,28 +84,17 @@ pub fn decide(
     text: &[u8],
     ctx: &Context<'_>,
 ) -> Result<Route, RouteError> {
-    let primary = |reason: Cow<'static, str>| -> Result<Route, RouteError> {
-        table
-            .primary()
-            .map(|i| Route {
-                destination: Destination::Backend(i),
-                reason,
-            })
-            .ok_or(RouteError::NoPrimary)
-    };
+    let primary = |reason: Cow<'static, str>| table.primary().map(|i| Route::to(i, reason));
     let hinted = class.reason.starts_with("hint");
     if !hinted {
         if let Some(rule) = matching_rule(config, text, ctx) {
             let reason: Cow<'static, str> = Cow::Owned(format!("{} matched", rule.name));
             return match &rule.target {
                 RuleTarget::Primary => primary(reason),
-                RuleTarget::Replica => replica(config, table, reason),
+                RuleTarget::Replica => replica(config, table, reason, ctx),
                 RuleTarget::Backend(a) => match table.find(a) {
-                    Some(i) => Ok(Route {
-                        destination: Destination::Backend(i),
-                        reason,
-                    }),
-                    None => primary(reason),
+                    Some(i) if Some(i) != ctx.avoid => Ok(Route::to(i, reason)),
+                    _ => primary(reason),
                 },
             };
         }
@@ -83,7 +104,7 @@ pub fn decide(
         Target::Replica if ctx.recent_write && !hinted => primary(Cow::Borrowed(
             "read after the session's own write (read-your-writes window)",
         )),
-        Target::Replica => replica(config, table, Cow::Borrowed(class.reason)),
+        Target::Replica => replica(config, table, Cow::Borrowed(class.reason), ctx),
     }
 }
 
@@ -91,19 +112,31 @@ fn replica(
     config: &Config,
     table: &BackendTable,
     reason: Cow<'static, str>,
+    ctx: &Context<'_>,
 ) -> Result<Route, RouteError> {
-    match table.pick_replica() {
-        Some(i) => Ok(Route {
-            destination: Destination::Backend(i),
-            reason,
+    let need = match ctx.consistency {
+        Consistency::Session => ctx.session_position.filter(|p| !p.is_empty()),
+        _ => None,
+    };
+    match table.pick_replica(ctx.avoid, need) {
+        Some(Pick { index, .. }) if ctx.consistency == Consistency::Global => Ok(Route {
+            wait: Some(Wait::PrimaryNow),
+            ..Route::to(index, reason)
         }),
-        None if config.routing.fallback_to_primary => table
-            .primary()
-            .map(|i| Route {
-                destination: Destination::Backend(i),
-                reason: Cow::Owned(format!("{reason}; no replica available, primary serves it")),
-            })
-            .ok_or(RouteError::NoPrimary),
+        Some(Pick {
+            index,
+            caught_up: true,
+        }) => Ok(Route::to(index, reason)),
+        Some(Pick { index, .. }) => Ok(Route {
+            wait: need.cloned().map(Wait::For),
+            ..Route::to(index, reason)
+        }),
+        None if config.routing.fallback_to_primary => table.primary().map(|i| {
+            Route::to(
+                i,
+                Cow::Owned(format!("{reason}; no replica available, primary serves it")),
+            )
+        }),
         None => Err(RouteError::NoReplica),
     }
 }

@@ -3,7 +3,7 @@
 //! RESET_CONNECTION, CHANGE_USER, KILL, EXPLAIN ROUTE, commands a proxy must not relay) are
 //! handled here; prepared statements in `prepared`.
 
-use super::exec::{ExecError, HOLD_FOR_NEXT};
+use super::exec::{ExecError, DOWN_FOR, HOLD_FOR_NEXT};
 use super::frontend::{access_denied, check_password, switch_to_native};
 use super::relay::{forward_command, relay_response, RelayError, Rewrite};
 use super::{Session, FIRST_CONNECTION_ID};
@@ -13,8 +13,8 @@ use crate::protocol::constants::{com, errcode, MAX_CHUNK};
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::resultset::send_text_result;
 use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Walker};
-use crate::route::{Destination, Route};
-use crate::sql::{analyze, kill, Analysis};
+use crate::route::{Destination, Route, Wait};
+use crate::sql::{analyze, kill, Analysis, Target};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// What the loop does after a command.
@@ -72,7 +72,7 @@ pub(crate) async fn run(s: &mut Session) {
                 }
                 return;
             }
-            Err(RelayError::Server(e)) => {
+            Err(e @ (RelayError::Server(_) | RelayError::Abandoned(_))) => {
                 tracing::warn!("lost the server connection: {e}");
                 let err = ErrPacket::new(
                     errcode::CR_SERVER_LOST,
@@ -181,50 +181,85 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
 }
 
 /// Route a command (a query with its analysis, or another command: primary), run it and
-/// stream its response back.
+/// stream its response back. A read outside a transaction whose server connection fails before
+/// any of the answer reached the client runs once more, on another backend.
 async fn run_routed(
     s: &mut Session,
     cmd: Chunk,
     expect: Expect,
     analysis: Option<Analysis>,
 ) -> Result<Next, RelayError> {
-    let route = match &analysis {
-        Some(a) => s.route(a, &cmd.payload[1..]),
-        None => s.route(&Analysis::primary("command for the primary"), b""),
-    };
-    let route = match route {
-        Ok(r) => r,
-        Err(e) => {
-            reply_err(s, cmd.seq, e).await?;
-            return Ok(Next::Continue);
-        }
-    };
-    tracing::debug!(reason = %route.reason, "route");
+    let retryable = cmd.payload[0] == com::QUERY
+        && !cmd.continues()
+        && !s.pinned()
+        && analysis
+            .as_ref()
+            .is_some_and(|a| a.class.target == Target::Replica && !a.effects.writes);
     let insert_id = analysis.as_ref().is_some_and(|a| a.effects.needs_insert_id);
-    match s.connect_for(&route, insert_id).await {
-        Ok(()) => {}
-        Err(ExecError::Refused(e)) => {
-            reply_err(s, cmd.seq, e).await?;
-            return Ok(Next::Continue);
+    let mut avoid = None;
+    loop {
+        let route = match &analysis {
+            Some(a) => s.route_avoiding(a, &cmd.payload[1..], avoid),
+            None => s.route(&Analysis::primary("command for the primary"), b""),
+        };
+        let route = match route {
+            Ok(r) => r,
+            Err(e) => {
+                reply_err(s, cmd.seq, e).await?;
+                return Ok(Next::Continue);
+            }
+        };
+        tracing::debug!(reason = %route.reason, "route");
+        let target = match route.destination {
+            Destination::Backend(i) => Some(i),
+            Destination::Current => None,
+        };
+        match s.connect_for(&route, insert_id).await {
+            Ok(()) => {}
+            Err(ExecError::Refused(e)) => {
+                let unreachable =
+                    e.code == errcode::CR_CONN_HOST_ERROR || e.code == errcode::CR_SERVER_LOST;
+                if retryable && unreachable && avoid.is_none() && target.is_some() {
+                    tracing::warn!("retrying a read on another backend: {}", e.message);
+                    avoid = target;
+                    continue;
+                }
+                reply_err(s, cmd.seq, e).await?;
+                return Ok(Next::Continue);
+            }
+            Err(ExecError::Relay(e)) => return Err(e),
         }
-        Err(ExecError::Relay(e)) => return Err(e),
+        let was_pinned = s.pinned();
+        let backend = s.current.as_ref().map(|c| c.backend);
+        let walker = match s.relay_current(&cmd, expect, Rewrite::default()).await {
+            Ok(w) => w,
+            Err(e) if e.is_server_side() => {
+                s.drop_current();
+                if retryable && !s.answered && avoid.is_none() {
+                    if let Some(b) = backend {
+                        tracing::warn!("retrying a read on another backend: {e}");
+                        s.shared.backends.mark_down(b, DOWN_FOR);
+                        avoid = Some(b);
+                        continue;
+                    }
+                }
+                return s.command_failed(cmd.seq, &e, was_pinned).await;
+            }
+            Err(e) => {
+                s.drop_current();
+                return Err(e);
+            }
+        };
+        if cmd.payload[0] == com::SET_OPTION {
+            // The multi-statements option is per connection: this one no longer matches its pool.
+            s.pins.untracked = Some("COM_SET_OPTION");
+            if let Some(c) = s.current.as_mut() {
+                c.conn.broken = true;
+            }
+        }
+        s.learn(&walker, analysis.as_ref().map(|a| &a.effects));
+        return Ok(Next::Continue);
     }
-    let walker = match s.relay_current(&cmd, expect, Rewrite::default()).await {
-        Ok(w) => w,
-        Err(e) => {
-            s.drop_current();
-            return Err(e);
-        }
-    };
-    if cmd.payload[0] == com::SET_OPTION {
-        // The multi-statements option is per connection: this one no longer matches its pool.
-        s.pins.untracked = Some("COM_SET_OPTION");
-        if let Some(c) = s.current.as_mut() {
-            c.conn.broken = true;
-        }
-    }
-    s.learn(&walker, analysis.as_ref().map(|a| &a.effects));
-    Ok(Next::Continue)
 }
 
 /// `EXPLAIN ROUTE <statement>`: the statement, if this is one.
@@ -252,6 +287,7 @@ async fn explain_route(s: &mut Session, seq: u8, sql: &[u8]) -> Result<Next, Rel
         Ok(Route {
             destination: Destination::Current,
             reason,
+            ..
         }) => {
             let addr = s
                 .current
@@ -263,11 +299,19 @@ async fn explain_route(s: &mut Session, seq: u8, sql: &[u8]) -> Result<Next, Rel
         Ok(Route {
             destination: Destination::Backend(i),
             reason,
+            wait,
         }) => {
-            let b = &s.shared.backends.backends[i];
+            let table = &s.shared.backends;
+            let reason = match wait {
+                Some(Wait::For(p)) => format!("{reason}; waits until it has applied {p}"),
+                Some(Wait::PrimaryNow) => {
+                    format!("{reason}; waits until it has applied the primary's position")
+                }
+                None => reason.into_owned(),
+            };
             (
-                format!("{} {}", b.role.as_str(), b.address),
-                reason.into_owned(),
+                format!("{} {}", table.role(i).as_str(), table.backends[i].address),
+                reason,
             )
         }
         Err(e) => ("none".to_string(), e.message),
@@ -373,7 +417,14 @@ async fn run_kill(
                 untrack_ok: s.capabilities & crate::protocol::constants::cap::SESSION_TRACK == 0,
                 statement_id: None,
             };
-            relay_response(&mut s.client, &mut sc.framed, &mut walker, rewrite).await?;
+            relay_response(
+                &mut s.client,
+                &mut sc.framed,
+                &mut walker,
+                rewrite,
+                &mut false,
+            )
+            .await?;
         }
         Err(e) => reply_err(s, seq, e.to_client_error()).await?,
     }

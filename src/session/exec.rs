@@ -5,6 +5,7 @@
 
 use super::relay::{forward_command, relay_response, RelayError, Rewrite};
 use super::Session;
+use crate::backend::gtid::GtidPos;
 use crate::backend::pool::{self, PoolKey};
 use crate::backend::query::Answer;
 use crate::backend::state::plan;
@@ -12,8 +13,8 @@ use crate::backend::ServerConnection;
 use crate::config::Role;
 use crate::protocol::constants::{cap, com, errcode, status};
 use crate::protocol::{Chunk, ErrPacket, Expect, Walker};
-use crate::route::{self, Context, Destination, Route};
-use crate::sql::{Analysis, Effects, Target};
+use crate::route::{self, Context, Destination, Route, Wait};
+use crate::sql::{Analysis, Consistency, Effects, Target};
 use std::time::{Duration, Instant};
 
 /// How long a connection stays with a session after a statement whose results the next one may
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 pub const HOLD_FOR_NEXT: Duration = Duration::from_millis(500);
 
 /// A backend that refused a connection is skipped for this long.
-const DOWN_FOR: Duration = Duration::from_secs(2);
+pub const DOWN_FOR: Duration = Duration::from_secs(2);
 
 /// Why a command did not run.
 #[derive(Debug)]
@@ -87,10 +88,21 @@ impl Session {
 
     /// Where a statement with this analysis goes now.
     pub fn route(&self, analysis: &Analysis, text: &[u8]) -> Result<Route, ErrPacket> {
+        self.route_avoiding(analysis, text, None)
+    }
+
+    /// Where a statement goes, keeping away from backend `avoid` (it just failed).
+    pub fn route_avoiding(
+        &self,
+        analysis: &Analysis,
+        text: &[u8],
+        avoid: Option<usize>,
+    ) -> Result<Route, ErrPacket> {
         if self.current.is_some() && self.pinned() {
             return Ok(Route {
                 destination: Destination::Current,
                 reason: format!("pinned: {}", self.pin_reasons()).into(),
+                wait: None,
             });
         }
         if analysis.effects.needs_previous
@@ -102,15 +114,27 @@ impl Session {
             return Ok(Route {
                 destination: Destination::Current,
                 reason: "reads the previous statement's results on its server".into(),
+                wait: None,
             });
         }
-        let recent_write = self
-            .last_write
-            .is_some_and(|t| t.elapsed() < self.config.routing.read_your_writes_window);
+        // A replica hint asks for any replica: eventual, unless a consistency hint says more.
+        let hinted_replica = analysis.class.reason == "hint: replica";
+        let consistency = analysis.consistency.unwrap_or(if hinted_replica {
+            Consistency::Eventual
+        } else {
+            self.config.routing.consistency
+        });
+        let recent_write = consistency != Consistency::Eventual
+            && self
+                .last_write
+                .is_some_and(|t| t.elapsed() < self.config.routing.read_your_writes_window);
         let ctx = Context {
             user: &self.user,
             schema: self.state.schema.as_deref(),
             recent_write,
+            consistency,
+            session_position: self.last_gtid.as_ref(),
+            avoid,
         };
         let mut class = analysis.class;
         if analysis.effects.read_only_transaction
@@ -128,9 +152,55 @@ impl Session {
         Ok(route)
     }
 
-    /// Make `current` a connection to the route's backend in the session's state.
+    /// Make `current` a connection to the route's backend in the session's state. A read that
+    /// must see a GTID position waits for it on the replica, within `routing.consistency_wait`;
+    /// when the replica is not there by then, the primary serves the read.
     pub async fn connect_for(&mut self, route: &Route, insert_id: bool) -> Result<(), ExecError> {
-        if let Destination::Backend(i) = route.destination {
+        let position = match &route.wait {
+            None => None,
+            Some(Wait::For(p)) => Some(p.clone()),
+            Some(Wait::PrimaryNow) => match self.primary_position().await {
+                Some(p) => Some(p),
+                // The primary's position is unknown: only the primary is consistent.
+                None => return self.connect_to_primary(route, insert_id).await,
+            },
+        };
+        if self
+            .connect_to(route.destination, insert_id, position.as_ref())
+            .await?
+        {
+            return Ok(());
+        }
+        self.connect_to_primary(route, insert_id).await
+    }
+
+    async fn connect_to_primary(
+        &mut self,
+        route: &Route,
+        insert_id: bool,
+    ) -> Result<(), ExecError> {
+        let primary = self.shared.backends.primary().map_err(|e| {
+            ExecError::Refused(ErrPacket::new(
+                errcode::CR_CONN_HOST_ERROR,
+                "HY000",
+                format!("Weiche: {e}"),
+            ))
+        })?;
+        tracing::debug!(reason = %route.reason, "the replica has not applied the session's writes: the primary serves the read");
+        self.connect_to(Destination::Backend(primary), insert_id, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Bring `current` to `destination` in the session's state, and wait there for
+    /// `position`. False when the wait timed out (the connection is released then).
+    async fn connect_to(
+        &mut self,
+        destination: Destination,
+        insert_id: bool,
+        position: Option<&GtidPos>,
+    ) -> Result<bool, ExecError> {
+        if let Destination::Backend(i) = destination {
             if self.current.as_ref().is_none_or(|c| c.backend != i) {
                 if self.pinned() {
                     // Cannot happen: a pinned session routes to Current.
@@ -160,9 +230,9 @@ impl Session {
         };
         cur.held_since = None;
         let p = plan(&self.state, self.id, &cur.conn.state, insert_id);
-        if p.is_empty() {
+        if p.is_empty() && position.is_none() {
             cur.conn.state.owner = self.id;
-            return Ok(());
+            return Ok(true);
         }
         tracing::debug!(
             reset = p.reset,
@@ -185,6 +255,10 @@ impl Session {
             conn.queue_query(set);
             n += 1;
         }
+        if let Some(pos) = position {
+            let wait = self.config.routing.consistency_wait.as_secs_f64();
+            conn.queue_query(format!("SELECT MASTER_GTID_WAIT('{pos}', {wait:.3})").as_bytes());
+        }
         let sent = conn.framed.flush().await;
         let mut failure = sent.err().map(|e| e.to_string());
         let mut refusal = None;
@@ -197,6 +271,27 @@ impl Session {
                 Ok(Answer::Err(e)) => refusal = refusal.or(Some(e)),
                 Ok(_) => {}
                 Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        let mut caught_up = true;
+        if let (Some(pos), None) = (position, &failure) {
+            match conn.read_answer().await {
+                Ok(Answer::Rows(r)) => {
+                    caught_up = r
+                        .rows
+                        .first()
+                        .and_then(|row| row.first())
+                        .is_some_and(|v| v.as_deref() == Some(b"0".as_slice()));
+                }
+                Ok(Answer::Err(e)) => {
+                    tracing::warn!(backend = %conn.address, "MASTER_GTID_WAIT failed: {}", e.message);
+                    caught_up = false;
+                }
+                Ok(Answer::Ok(_)) => caught_up = false,
+                Err(e) => failure = Some(e.to_string()),
+            }
+            if caught_up {
+                self.shared.backends.applied(cur.backend, pos);
             }
         }
         if failure.is_some() || refusal.is_some() {
@@ -220,7 +315,10 @@ impl Session {
             conn.state.untracked = None;
         }
         conn.state.owner = self.id;
-        Ok(())
+        if !caught_up {
+            self.release();
+        }
+        Ok(caught_up)
     }
 
     async fn borrow(&mut self, i: usize) -> Result<ServerConnection, ExecError> {
@@ -229,15 +327,14 @@ impl Session {
         let mut params = self.login_params();
         params.database = None;
         let settings = &self.config.pool.settings;
-        match pool::acquire(&address, &self.pool_key(), &params, settings).await {
+        let epoch = table.epoch(i);
+        match pool::acquire(&address, &self.pool_key(), &params, settings, epoch).await {
             Ok(mut c) => {
                 c.prepared.max = self.config.pool.max_prepared_per_connection;
                 Ok(c)
             }
             Err(e) => {
-                if matches!(e, pool::PoolError::Backend(_))
-                    && table.backends[i].role == Role::Replica
-                {
+                if matches!(e, pool::PoolError::Backend(_)) && table.role(i) == Role::Replica {
                     table.mark_down(i, DOWN_FOR);
                 }
                 tracing::warn!("{e}");
@@ -272,7 +369,9 @@ impl Session {
         }
     }
 
-    /// Relay a command to the current connection and stream the response.
+    /// Relay a command to the current connection and stream the response. A command whose
+    /// backend goes down meanwhile, or that outlives `routing.query_timeout`, is given up
+    /// (`RelayError::Abandoned`). `self.answered` tells whether any byte reached the client.
     pub async fn relay_current(
         &mut self,
         cmd: &Chunk,
@@ -282,33 +381,104 @@ impl Session {
         let deprecate_eof = self.deprecate_eof();
         let max = self.config.max_packet_size;
         let untrack_ok = self.capabilities & cap::SESSION_TRACK == 0;
+        let timeout = self.config.routing.query_timeout;
         let table = self.shared.backends.clone();
+        self.answered = false;
         let Some(cur) = self.current.as_mut() else {
             return Err(RelayError::Server(crate::protocol::ProtocolError::Closed));
         };
-        let _in_flight = table.begin(cur.backend);
+        let backend = cur.backend;
+        let thread_id = cur.conn.thread_id;
+        let epoch = table.epoch(backend);
+        let _in_flight = table.begin(backend);
         let code = cmd.payload[0];
         let binary = code == com::STMT_EXECUTE || code == com::STMT_FETCH;
         let mut walker = Walker::new(expect, deprecate_eof, binary).tracked();
-        let result = async {
-            forward_command(&mut self.client, &mut cur.conn.framed, cmd, max).await?;
-            relay_response(
-                &mut self.client,
-                &mut cur.conn.framed,
-                &mut walker,
-                Rewrite {
-                    untrack_ok,
-                    ..rewrite
-                },
-            )
-            .await
-        }
-        .await;
-        if result.is_err() {
+        let answered = &mut self.answered;
+        let result = {
+            let relay = async {
+                forward_command(&mut self.client, &mut cur.conn.framed, cmd, max).await?;
+                relay_response(
+                    &mut self.client,
+                    &mut cur.conn.framed,
+                    &mut walker,
+                    Rewrite {
+                        untrack_ok,
+                        ..rewrite
+                    },
+                    answered,
+                )
+                .await
+            };
+            tokio::select! {
+                biased;
+                r = relay => r,
+                why = watchdog(&table, backend, epoch, timeout) => Err(RelayError::Abandoned(why)),
+            }
+        };
+        if let Err(e) = &result {
             cur.conn.broken = true;
+            if matches!(e, RelayError::Abandoned(_)) && timeout.is_some() {
+                self.kill_query(backend, thread_id);
+            }
         }
         result?;
         Ok(walker)
+    }
+
+    /// The server connection failed while a command ran (and the command is not retried). The
+    /// client learns it from an ERR when none of the answer reached it yet; a session that held
+    /// a transaction or other state on that connection has lost it, and is closed after the ERR,
+    /// as a direct connection would be.
+    pub async fn command_failed(
+        &mut self,
+        seq: u8,
+        e: &RelayError,
+        was_pinned: bool,
+    ) -> Result<super::command::Next, RelayError> {
+        use super::command::Next;
+        if self.answered {
+            tracing::warn!("{e}, after part of the answer reached the client: closing");
+            return Ok(Next::Close);
+        }
+        let lost = if was_pinned {
+            "; the transaction and session state held there are gone, and nothing was replayed"
+        } else {
+            ""
+        };
+        tracing::warn!("{e}: the client gets an error{lost}");
+        let err = ErrPacket::new(
+            errcode::CR_SERVER_LOST,
+            "HY000",
+            format!("Weiche: lost the backend during the command ({e}){lost}"),
+        );
+        self.send_err(seq.wrapping_add(1), &err)
+            .await
+            .map_err(RelayError::Client)?;
+        Ok(if was_pinned {
+            Next::Close
+        } else {
+            Next::Continue
+        })
+    }
+
+    /// Stop what a given-up command left running on its server (best effort, in the background).
+    fn kill_query(&self, backend: usize, thread_id: u32) {
+        let address = self.shared.backends.backends[backend].address.clone();
+        let mut params = self.login_params();
+        params.database = None;
+        tokio::spawn(async move {
+            let kill = async {
+                let mut c = ServerConnection::connect(&address, &params).await.ok()?;
+                c.execute(format!("KILL QUERY {thread_id}").as_bytes())
+                    .await
+                    .ok()
+            };
+            let done = tokio::time::timeout(params.timeout, kill).await;
+            if !matches!(done, Ok(Some(_))) {
+                tracing::warn!(backend = %address, "could not KILL QUERY {thread_id} after the query timeout");
+            }
+        });
     }
 
     /// Learn from a finished response: state changes, transaction status, pins.
@@ -333,7 +503,10 @@ impl Session {
         if let Some(u) = self.pins.leaves_untracked_state() {
             cur.conn.state.untracked = Some(u);
         }
-        if write && !walker.error {
+        if self.learn_position(&walker.changes) {
+            self.last_write = None;
+        } else if write && !walker.error {
+            // A write whose GTID the server did not report: the time window stands in.
             self.last_write = Some(Instant::now());
         }
         // Keep the connection for the next statement when it may ask about this one
@@ -348,6 +521,37 @@ impl Session {
         }
         if !(warnings || walker.error || calc || write) {
             self.release();
+        }
+    }
+}
+
+/// How often a command in flight looks at its backend's state.
+const WATCH_TICK: Duration = Duration::from_millis(100);
+
+/// Resolves when the command in flight on backend `i` should be given up: the monitor took the
+/// backend down (or it went down and came back: the connection is from before), or the query
+/// timeout passed.
+async fn watchdog(
+    table: &route::BackendTable,
+    i: usize,
+    epoch: u64,
+    timeout: Option<Duration>,
+) -> String {
+    let start = Instant::now();
+    loop {
+        let tick = timeout.map_or(WATCH_TICK, |t| {
+            WATCH_TICK.min(t.saturating_sub(start.elapsed()))
+        });
+        tokio::time::sleep(tick).await;
+        if table.epoch(i) != epoch || table.state(i) == route::State::Down {
+            return format!("backend {} went down", table.backends[i].address);
+        }
+        if let Some(t) = timeout.filter(|t| start.elapsed() >= *t) {
+            return format!(
+                "no answer from {} within {:.1} s (routing.query_timeout)",
+                table.backends[i].address,
+                t.as_secs_f64()
+            );
         }
     }
 }

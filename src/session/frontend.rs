@@ -138,6 +138,8 @@ pub(crate) async fn login(
         pins: Default::default(),
         stmts: Default::default(),
         last_write: None,
+        last_gtid: None,
+        answered: false,
     };
     match session.connect_primary().await {
         Ok(()) => {}
@@ -232,24 +234,33 @@ async fn authenticate(
 }
 
 impl Session {
-    /// Check that the session can work as logged in: borrow a primary connection and bring it to
-    /// the session's state (an unknown database fails here, as on a direct login). With
-    /// pool_mode = "session" the connection stays with the session.
+    /// Check that the session can work as logged in: borrow a primary connection (a replica's
+    /// when no primary is available: reads go on) and bring it to the session's state (an
+    /// unknown database fails here, as on a direct login). With pool_mode = "session" the
+    /// primary connection stays with the session.
     pub async fn connect_primary(&mut self) -> Result<(), ErrPacket> {
         self.pins.session_mode = self.config.pool_mode(&self.user) == PoolMode::Session;
-        let Some(primary) = self.shared.backends.primary() else {
-            return Err(ErrPacket::new(
-                errcode::CR_CONN_HOST_ERROR,
-                "HY000",
-                "Weiche: no primary backend configured",
-            ));
+        let table = &self.shared.backends;
+        let backend = match table.primary() {
+            Ok(i) => i,
+            Err(e) => match table.pick_replica(None, None) {
+                Some(p) if !self.pins.session_mode => p.index,
+                _ => {
+                    return Err(ErrPacket::new(
+                        errcode::CR_CONN_HOST_ERROR,
+                        "HY000",
+                        format!("Weiche: {e}"),
+                    ))
+                }
+            },
         };
         let route = Route {
-            destination: Destination::Backend(primary),
+            destination: Destination::Backend(backend),
             reason: "login".into(),
+            wait: None,
         };
         match self.connect_for(&route, false).await {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(cur) = &self.current {
                     self.shared.learn_from_connection(&cur.conn);
                 }

@@ -3,6 +3,7 @@
 //! uses to find the server thread behind a Weiche connection id.
 
 mod command;
+mod consistency;
 mod exec;
 mod frontend;
 mod pins;
@@ -183,8 +184,13 @@ pub(crate) struct Session {
     pub current: Option<Current>,
     pub pins: Pins,
     pub stmts: Statements,
-    /// When the session last wrote (for the read-your-writes window).
+    /// When the session last wrote without the server reporting the write's GTID (the
+    /// read-your-writes window stands in for the GTID then).
     pub last_write: Option<Instant>,
+    /// The GTID position of the session's writes: reads must see it (consistency = "session").
+    pub last_gtid: Option<crate::backend::gtid::GtidPos>,
+    /// Some of the current command's response reached the client (it cannot be retried).
+    pub answered: bool,
 }
 
 impl Session {

@@ -23,6 +23,7 @@ fn unknown(id: u32, what: &str) -> ErrPacket {
 
 pub(crate) async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
     let code = cmd.payload[0];
+    let was_pinned = s.pinned();
     let result = match code {
         com::STMT_PREPARE => prepare(s, &cmd).await,
         com::STMT_EXECUTE => execute(s, &cmd).await,
@@ -44,6 +45,9 @@ pub(crate) async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayE
         }
         Err(ExecError::Relay(e)) => {
             s.drop_current();
+            if e.is_server_side() && code != com::STMT_SEND_LONG_DATA && !cmd.continues() {
+                return s.command_failed(cmd.seq, &e, was_pinned).await;
+            }
             Err(e)
         }
     }
@@ -266,6 +270,7 @@ async fn reset(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
         let route = Route {
             destination: Destination::Current,
             reason: "COM_STMT_RESET".into(),
+            wait: None,
         };
         s.connect_for(&route, false).await?;
         let server_id = ensure_prepared(s, id).await?;

@@ -19,6 +19,16 @@ pub enum RelayError {
     Server(ProtocolError),
     #[error("command of more than {max} bytes")]
     CommandTooLarge { max: usize },
+    /// Weiche gave the command up (its backend went down, or the query timeout passed).
+    #[error("{0}")]
+    Abandoned(String),
+}
+
+impl RelayError {
+    /// The failure is the server's side (or Weiche's giving up on it), not the client's.
+    pub fn is_server_side(&self) -> bool {
+        matches!(self, RelayError::Server(_) | RelayError::Abandoned(_))
+    }
 }
 
 /// Send a command to the server: `first` is its first packet, already read. A command of 16 MiB
@@ -58,11 +68,13 @@ pub struct Rewrite {
 }
 
 /// Stream the server's response to the client until the walker says it is complete.
+/// `answered` becomes true once any of it is written to the client.
 pub async fn relay_response(
     client: &mut Framed<TcpStream>,
     server: &mut Framed<TcpStream>,
     walker: &mut Walker,
     mut rewrite: Rewrite,
+    answered: &mut bool,
 ) -> Result<(), RelayError> {
     // `pos`: bytes at the front of the server's read buffer that are walked and ready to go.
     // `skip`: bytes of a skimmed packet's payload not yet received.
@@ -137,6 +149,7 @@ pub async fn relay_response(
             infile = step == Step::LocalInfile;
         }
         if pos > 0 || !client.wbuf.is_empty() {
+            *answered = true;
             let out = server.rbuf.split_to(pos);
             pos = 0;
             if client.wbuf.is_empty() {

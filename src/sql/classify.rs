@@ -52,11 +52,36 @@ const SESSION_FUNCTIONS: &[(&str, &str)] = &[
 
 const SESSION_SYSVARS: &[&str] = &["@@IDENTITY", "@@INSERT_ID", "@@LAST_INSERT_ID"];
 
+/// What a read may see of earlier writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Any replica in rotation, however far behind (within max_replication_lag).
+    Eventual,
+    /// The session's own writes (read-your-writes).
+    #[default]
+    Session,
+    /// Every write committed on the primary before the read began.
+    Global,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Eventual => "eventual",
+            Consistency::Session => "session",
+            Consistency::Global => "global",
+        }
+    }
+}
+
 /// Where a COM_QUERY text may run, and what it does to the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
     pub class: Class,
     pub effects: Effects,
+    /// A `/* weiche:consistency=... */` hint.
+    pub consistency: Option<Consistency>,
 }
 
 impl Analysis {
@@ -65,6 +90,7 @@ impl Analysis {
         Analysis {
             class: primary(reason),
             effects: Effects::default(),
+            consistency: None,
         }
     }
 }
@@ -80,7 +106,28 @@ pub fn analyze(sql: &[u8]) -> Analysis {
     Analysis {
         class: classify_tokens(sql, &tokens),
         effects,
+        consistency: consistency_hint(sql, &tokens),
     }
+}
+
+/// `/* weiche:consistency=eventual|session|global */`.
+fn consistency_hint(sql: &[u8], tokens: &[Token]) -> Option<Consistency> {
+    const KEY: &[u8] = b"weiche:consistency=";
+    tokens
+        .iter()
+        .filter(|t| t.kind == Kind::Comment)
+        .find_map(|t| {
+            let lower: Vec<u8> = t.text(sql).iter().map(u8::to_ascii_lowercase).collect();
+            let at = lower.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+            let rest = &lower[at..];
+            [
+                Consistency::Eventual,
+                Consistency::Session,
+                Consistency::Global,
+            ]
+            .into_iter()
+            .find(|c| rest.starts_with(c.as_str().as_bytes()))
+        })
 }
 
 /// Classify one COM_QUERY text (possibly several statements).
@@ -311,6 +358,21 @@ mod tests {
         ] {
             assert_eq!(target(sql), Target::Primary, "{sql}");
         }
+    }
+
+    #[test]
+    fn consistency_hints() {
+        let c = |s: &str| analyze(s.as_bytes()).consistency;
+        assert_eq!(
+            c("/* weiche:consistency=eventual */ SELECT 1"),
+            Some(Consistency::Eventual)
+        );
+        assert_eq!(
+            c("SELECT 1 /* Weiche:Consistency=GLOBAL */"),
+            Some(Consistency::Global)
+        );
+        assert_eq!(c("SELECT 'weiche:consistency=global'"), None);
+        assert_eq!(c("/* weiche:consistency=strong */ SELECT 1"), None);
     }
 
     #[test]

@@ -8,5 +8,5 @@ pub mod effects;
 pub mod kill;
 pub mod lexer;
 
-pub use classify::{analyze, classify, Analysis, Class, Target};
+pub use classify::{analyze, classify, Analysis, Class, Consistency, Target};
 pub use effects::Effects;

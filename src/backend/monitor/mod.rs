@@ -1,0 +1,172 @@
+//! The backend monitor: one task per backend, each with its own connection (the monitor
+//! account), checks its backend every `monitor.interval`. After each check the whole topology
+//! is judged again (`judge`) and the verdict goes to the backend table that routing reads: who
+//! takes writes, each backend's role and state, lag and GTID position. A backend is down after
+//! `down_after` failed checks in a row and back after `up_after` good ones.
+
+mod judge;
+mod probe;
+
+pub use judge::{judge, History, Judged, Observation};
+pub use probe::{Io, Probe, Prober, Replication};
+
+use crate::config::{Config, Role};
+use crate::route::{BackendTable, State};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What all monitor tasks share.
+struct Shared {
+    table: Arc<BackendTable>,
+    max_lag: Duration,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    obs: Vec<Observation>,
+    /// Consecutive failed and good checks, per backend.
+    fails: Vec<u32>,
+    oks: Vec<u32>,
+    history: History,
+}
+
+/// Start the monitor tasks on the current runtime. The returned receiver counts backends
+/// checked at least once (start-up waits for all of them, briefly).
+pub fn start(table: Arc<BackendTable>, config: &Config) -> tokio::sync::watch::Receiver<usize> {
+    let obs: Vec<Observation> = config
+        .backends
+        .iter()
+        .map(|b| Observation {
+            address: b.address.clone(),
+            configured_role: b.role,
+            healthy: true,
+            probe: None,
+        })
+        .collect();
+    let n = obs.len();
+    let shared = Arc::new(Shared {
+        table,
+        max_lag: config.routing.max_replication_lag,
+        inner: Mutex::new(Inner {
+            obs,
+            fails: vec![0; n],
+            oks: vec![0; n],
+            history: History::default(),
+        }),
+    });
+    if config.monitor.is_none() {
+        tracing::warn!(
+            "no monitor account ([monitor] user or --monitor-user): health checks only connect; \
+             roles stay as configured and replication lag is not measured"
+        );
+    }
+    let (checked, rx) = tokio::sync::watch::channel(0usize);
+    let checked = Arc::new(checked);
+    for (i, b) in config.backends.iter().enumerate() {
+        let prober = Prober::new(
+            &b.address,
+            config.monitor.clone(),
+            config.monitoring.timeout,
+        );
+        tokio::spawn(watch(
+            shared.clone(),
+            i,
+            prober,
+            config.monitoring.clone(),
+            checked.clone(),
+        ));
+    }
+    rx
+}
+
+async fn watch(
+    shared: Arc<Shared>,
+    i: usize,
+    mut prober: Prober,
+    settings: crate::config::Monitoring,
+    checked: Arc<tokio::sync::watch::Sender<usize>>,
+) {
+    let mut first = true;
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = prober.check().await;
+        shared.record(i, result, &settings);
+        if first {
+            first = false;
+            checked.send_modify(|c| *c += 1);
+        }
+        tokio::time::sleep_until(started + settings.interval).await;
+    }
+}
+
+impl Shared {
+    fn record(
+        &self,
+        i: usize,
+        result: Result<Probe, String>,
+        settings: &crate::config::Monitoring,
+    ) {
+        let mut inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let failure = match result {
+            Ok(p) => {
+                inner.fails[i] = 0;
+                inner.oks[i] = inner.oks[i].saturating_add(1);
+                if !inner.obs[i].healthy && inner.oks[i] >= settings.up_after {
+                    inner.obs[i].healthy = true;
+                }
+                inner.obs[i].probe = Some(p);
+                None
+            }
+            Err(e) => {
+                inner.oks[i] = 0;
+                inner.fails[i] = inner.fails[i].saturating_add(1);
+                if inner.obs[i].healthy && inner.fails[i] >= settings.down_after {
+                    inner.obs[i].healthy = false;
+                }
+                tracing::debug!(backend = %inner.obs[i].address, "check failed: {e}");
+                Some(e)
+            }
+        };
+        let now = Instant::now();
+        let Inner { obs, history, .. } = &mut *inner;
+        let (writer, judged) = judge(obs, history, self.max_lag, now);
+        self.table.set_writer(writer);
+        for (k, j) in judged.iter().enumerate() {
+            self.apply(k, j, k == i, failure.as_deref());
+        }
+        if let Some(p) = obs[i].probe.as_ref().and_then(|p| p.position.clone()) {
+            if judged[i].role == Role::Replica {
+                self.table.set_known(i, p);
+            }
+        }
+        self.table.report(i, |r| {
+            r.lag_seconds = judged[i].lag_seconds;
+            r.lag_transactions = judged[i].lag_transactions;
+            r.position = obs[i]
+                .probe
+                .as_ref()
+                .and_then(|p| p.position.as_ref())
+                .map(|p| p.to_string());
+        });
+    }
+
+    /// Apply the verdict on backend `k`; `checked`: it is the one just checked, which failed
+    /// with `failure` if that is given.
+    fn apply(&self, k: usize, j: &Judged, checked: bool, failure: Option<&str>) {
+        self.table.set_role(k, j.role);
+        let now = self.table.state(k);
+        // An operator's OFFLINE stays until the operator lifts it; the details of a backend
+        // not checked now change only with its state.
+        if now == State::Offline || (!checked && now == j.state) {
+            return;
+        }
+        let detail = match (j.state, failure.filter(|_| checked)) {
+            (State::Down, Some(e)) => e,
+            _ => &j.detail,
+        };
+        self.table.set_state(k, j.state, detail);
+    }
+}
