@@ -199,6 +199,11 @@ impl BackendTable {
                 Writer::Nobody(why) => RouteError::NoPrimary(why.clone()),
                 Writer::One(_) => RouteError::NoPrimary("changing".into()),
             }),
+            // A writer the monitor took down: refused at once, not after a connect timeout.
+            i if self.state(i) == State::Down => Err(RouteError::NoPrimary(format!(
+                "{} is down",
+                self.backends[i].address
+            ))),
             i => Ok(i),
         }
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod topology;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -65,6 +66,8 @@ impl Weiche {
             &user,
             "--user",
             "root:",
+            "--monitor-user",
+            "monitor:monitor-secret",
         ])
     }
 
@@ -77,12 +80,17 @@ impl Weiche {
              [[backends]]\naddress = \"{}\"\nrole = \"replica\"\nweight = 2\n\n\
              [[backends]]\naddress = \"{}\"\nrole = \"replica\"\n\n\
              [[users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
-             [[users]]\nname = \"root\"\npassword = \"\"\n\n{extra}\n",
+             [[users]]\nname = \"root\"\npassword = \"\"\n\n{extra}\n{monitor}",
             primary(),
             r[0],
             r[1],
             app_user(),
-            app_password()
+            app_password(),
+            monitor = if extra.contains("[monitor]") {
+                ""
+            } else {
+                "[monitor]\nuser = \"monitor\"\npassword = \"monitor-secret\"\n"
+            }
         );
         let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "weiche-{}-{}.toml",
@@ -94,6 +102,11 @@ impl Weiche {
     }
 
     pub fn start_with(args: &[&str]) -> Weiche {
+        Self::start_with_log(args, "weiche=debug")
+    }
+
+    /// Start with this RUST_LOG (load tests keep the log small with "weiche=info").
+    pub fn start_with_log(args: &[&str], rust_log: &str) -> Weiche {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -102,7 +115,7 @@ impl Weiche {
         let child = Command::new(env!("CARGO_BIN_EXE_weiche"))
             .args(["--proxy-address", "127.0.0.1:0", "--event-threads", "2"])
             .args(args)
-            .env("RUST_LOG", "weiche=debug")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(logfile)
             .spawn()
@@ -154,6 +167,46 @@ impl Weiche {
         s
     }
 
+    /// Wait until the log has a line containing `needle`; when it appeared (None: not in time).
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> Option<Instant> {
+        self.wait_log_after(0, needle, timeout).await
+    }
+
+    /// How much log there is now (for `wait_log_after`).
+    pub fn log_mark(&self) -> usize {
+        self.log_text().len()
+    }
+
+    /// Like `wait_log`, for lines written after `mark`.
+    pub async fn wait_log_after(
+        &self,
+        mark: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .log_text()
+                .get(mark..)
+                .is_some_and(|t| t.contains(needle))
+            {
+                return Some(Instant::now());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// When the first line containing `needle` after `mark` was logged (its own timestamp).
+    pub fn log_time(&self, mark: usize, needle: &str) -> Option<std::time::SystemTime> {
+        let text = self.log_text();
+        let line = text.get(mark..)?.lines().find(|l| l.contains(needle))?;
+        parse_log_time(line.split_whitespace().next()?)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -200,4 +253,27 @@ pub fn table(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
+}
+
+/// `2026-11-26T07:17:59.889117Z` as a SystemTime.
+pub fn parse_log_time(s: &str) -> Option<std::time::SystemTime> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (h, min) = (
+        t.next()?.parse::<u64>().ok()?,
+        t.next()?.parse::<u64>().ok()?,
+    );
+    let sec: f64 = t.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let secs = days * 86_400 + h * 3600 + min * 60;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(sec))
 }

@@ -11,7 +11,7 @@ pub use judge::{judge, History, Judged, Observation};
 pub use probe::{Io, Probe, Prober, Replication};
 
 use crate::config::{Config, Role};
-use crate::route::{BackendTable, State};
+use crate::route::{BackendTable, State, Writer};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,17 @@ struct Shared {
 
 struct Inner {
     obs: Vec<Observation>,
+    /// When each backend last answered or failed a check.
+    checked_at: Vec<Option<Instant>>,
     /// Consecutive failed and good checks, per backend.
     fails: Vec<u32>,
     oks: Vec<u32>,
     history: History,
+    /// A new writer the verdicts point to, since when. It takes effect once every healthy
+    /// backend was checked after that: the checks of different backends are not simultaneous,
+    /// and an operator's promotion (old primary read-only, then new one writable) must not look
+    /// like two primaries, or none, on the strength of one stale check.
+    proposal: Option<(Writer, Instant)>,
 }
 
 /// Start the monitor tasks on the current runtime. The returned receiver counts backends
@@ -49,6 +56,8 @@ pub fn start(table: Arc<BackendTable>, config: &Config) -> tokio::sync::watch::R
         max_lag: config.routing.max_replication_lag,
         inner: Mutex::new(Inner {
             obs,
+            checked_at: vec![None; n],
+            proposal: None,
             fails: vec![0; n],
             oks: vec![0; n],
             history: History::default(),
@@ -131,9 +140,33 @@ impl Shared {
             }
         };
         let now = Instant::now();
-        let Inner { obs, history, .. } = &mut *inner;
+        inner.checked_at[i] = Some(now);
+        let Inner {
+            obs,
+            history,
+            checked_at,
+            proposal,
+            ..
+        } = &mut *inner;
         let (writer, judged) = judge(obs, history, self.max_lag, now);
-        self.table.set_writer(writer);
+        if writer == self.table.writer() {
+            *proposal = None;
+        } else {
+            match proposal {
+                Some((w, since)) if *w == writer => {
+                    let since = *since;
+                    let confirmed = obs
+                        .iter()
+                        .zip(checked_at.iter())
+                        .all(|(o, t)| !o.healthy || t.is_some_and(|t| t > since));
+                    if confirmed {
+                        self.table.set_writer(writer);
+                        *proposal = None;
+                    }
+                }
+                _ => *proposal = Some((writer, now)),
+            }
+        }
         for (k, j) in judged.iter().enumerate() {
             self.apply(k, j, k == i, failure.as_deref());
         }
