@@ -14,7 +14,7 @@ const ITERATIONS: u32 = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_read_their_writes_on_lagging_replicas() {
-    let _one = serialize();
+    let _one = serialize().await;
     let topo = Topology::start("consistency", 24350);
     let primary = topo.base;
     // Lagging replicas stay in rotation (max_replication_lag), and a read waits only briefly

@@ -113,7 +113,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_sql_thread_stops_leaves_the_rotation_and_returns() {
-    let _one = serialize();
+    let _one = serialize().await;
     let topo = Topology::start("sqlthread", 24310);
     let (a, b) = (topo.base + 1, topo.base + 2);
     // The default interval (0.5 s): "back within two intervals" is measured against it.
@@ -159,7 +159,7 @@ async fn a_replica_whose_sql_thread_stops_leaves_the_rotation_and_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_costs_no_reads_and_rejoins() {
-    let _one = serialize();
+    let _one = serialize().await;
     let topo = Topology::start("killed", 24320);
     let a = topo.base + 1;
     let w = topo.weiche("[monitor]\ninterval = 0.2\ntimeout = 0.5\n");
@@ -213,7 +213,7 @@ async fn a_killed_replica_costs_no_reads_and_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_replica_is_skipped_within_the_monitor_timeout() {
-    let _one = serialize();
+    let _one = serialize().await;
     let topo = Topology::start("hung", 24330);
     let a = topo.base + 1;
     let w =
@@ -265,7 +265,7 @@ async fn a_hung_replica_is_skipped_within_the_monitor_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_the_primary_and_are_refused_without_exactly_one() {
-    let _one = serialize();
+    let _one = serialize().await;
     let topo = Topology::start("failover", 24340);
     let (p, a) = (topo.base, topo.base + 1);
     let w = topo.weiche("[monitor]\ninterval = 0.2\ntimeout = 0.5\n");
