@@ -355,3 +355,35 @@ async fn writes_follow_the_primary_and_are_refused_without_exactly_one() {
         since(promoted, w.log_time(0, &moved))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_timeout_ends_the_statement_and_keeps_the_session() {
+    // The shared sandbox: nothing here changes a server.
+    let w = Weiche::start_config("[routing]\nquery_timeout = 1\n");
+    let mut c = Conn::new(opts(&w.addr())).await.expect("connect");
+    let started = Instant::now();
+    let err = c
+        .query_drop("SELECT SLEEP(7) AS weiche_timeout_probe")
+        .await
+        .expect_err("the statement outlives the query timeout");
+    let took = started.elapsed();
+    assert!(err.to_string().contains("routing.query_timeout"), "{err}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1800),
+        "the error came after {took:?}"
+    );
+    // Not retried, the session goes on, and the statement was killed on its backend.
+    assert_eq!(port_of(&mut c, "SELECT 1").await, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for addr in common::replicas() {
+        let mut d = Conn::new(opts(&addr)).await.unwrap();
+        let running: Vec<String> = d
+            .query(
+                "SELECT INFO FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE 'SELECT SLEEP(7)%' AND COMMAND = 'Query'",
+            )
+            .await
+            .unwrap();
+        assert!(running.is_empty(), "still running on {addr}: {running:?}");
+    }
+}

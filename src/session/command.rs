@@ -72,7 +72,9 @@ pub(crate) async fn run(s: &mut Session) {
                 }
                 return;
             }
-            Err(e @ (RelayError::Server(_) | RelayError::Abandoned(_))) => {
+            Err(
+                e @ (RelayError::Server(_) | RelayError::Abandoned(_) | RelayError::Timeout(_)),
+            ) => {
                 tracing::warn!("lost the server connection: {e}");
                 let err = ErrPacket::new(
                     errcode::CR_SERVER_LOST,
@@ -235,7 +237,9 @@ async fn run_routed(
             Ok(w) => w,
             Err(e) if e.is_server_side() => {
                 s.drop_current();
-                if retryable && !s.answered && avoid.is_none() {
+                // A timed-out statement would time out again elsewhere: not retried.
+                let timed_out = matches!(e, RelayError::Timeout(_));
+                if retryable && !s.answered && avoid.is_none() && !timed_out {
                     if let Some(b) = backend {
                         tracing::warn!("retrying a read on another backend: {e}");
                         s.shared.backends.mark_down(b, DOWN_FOR);

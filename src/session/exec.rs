@@ -413,12 +413,12 @@ impl Session {
             tokio::select! {
                 biased;
                 r = relay => r,
-                why = watchdog(&table, backend, epoch, timeout) => Err(RelayError::Abandoned(why)),
+                e = watchdog(&table, backend, epoch, timeout) => Err(e),
             }
         };
         if let Err(e) = &result {
             cur.conn.broken = true;
-            if matches!(e, RelayError::Abandoned(_)) && timeout.is_some() {
+            if matches!(e, RelayError::Timeout(_)) {
                 self.kill_query(backend, thread_id);
             }
         }
@@ -536,7 +536,7 @@ async fn watchdog(
     i: usize,
     epoch: u64,
     timeout: Option<Duration>,
-) -> String {
+) -> RelayError {
     let start = Instant::now();
     loop {
         let tick = timeout.map_or(WATCH_TICK, |t| {
@@ -544,14 +544,18 @@ async fn watchdog(
         });
         tokio::time::sleep(tick).await;
         if table.epoch(i) != epoch || table.state(i) == route::State::Down {
-            return format!("backend {} went down", table.backends[i].address);
+            return RelayError::Abandoned(format!(
+                "backend {} went down",
+                table.backends[i].address
+            ));
         }
         if let Some(t) = timeout.filter(|t| start.elapsed() >= *t) {
-            return format!(
+            let why = format!(
                 "no answer from {} within {:.1} s (routing.query_timeout)",
                 table.backends[i].address,
                 t.as_secs_f64()
             );
+            return RelayError::Timeout(why);
         }
     }
 }

@@ -19,15 +19,21 @@ pub enum RelayError {
     Server(ProtocolError),
     #[error("command of more than {max} bytes")]
     CommandTooLarge { max: usize },
-    /// Weiche gave the command up (its backend went down, or the query timeout passed).
+    /// Weiche gave the command up: its backend went down.
     #[error("{0}")]
     Abandoned(String),
+    /// Weiche gave the command up: `routing.query_timeout` passed.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl RelayError {
     /// The failure is the server's side (or Weiche's giving up on it), not the client's.
     pub fn is_server_side(&self) -> bool {
-        matches!(self, RelayError::Server(_) | RelayError::Abandoned(_))
+        matches!(
+            self,
+            RelayError::Server(_) | RelayError::Abandoned(_) | RelayError::Timeout(_)
+        )
     }
 }
 
