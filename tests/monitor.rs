@@ -27,8 +27,8 @@ async fn port_of(c: &mut Conn, sql: &str) -> u16 {
         .expect("a row")
 }
 
-/// Readers that run `SELECT @@port` in a loop through Weiche, noting each answer (or error)
-/// with when it started and how long it took.
+/// Readers that run `SELECT @@port` in a loop through Weiche (half of them as a prepared
+/// statement), noting each answer (or error) with when it started and how long it took.
 struct Load {
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Read>>>,

@@ -129,15 +129,17 @@ async fn ensure_prepared(s: &mut Session, client_id: u32) -> Result<u32, ExecErr
     }
 }
 
-/// Route an execution of a client statement: where its text says, or the pinned connection.
-fn route_statement(s: &Session, client_id: u32) -> Result<Route, ExecError> {
+/// Route an execution of a client statement: where its text says, or the pinned connection;
+/// away from `avoid` (a backend that just failed).
+fn route_statement(s: &Session, client_id: u32, avoid: Option<usize>) -> Result<Route, ExecError> {
     let Some(st) = s.stmts.get(client_id) else {
         return Err(ExecError::Refused(unknown(
             client_id,
             "mysqld_stmt_execute",
         )));
     };
-    s.route(&st.analysis, &st.sql).map_err(ExecError::Refused)
+    s.route_avoiding(&st.analysis, &st.sql, avoid)
+        .map_err(ExecError::Refused)
 }
 
 async fn execute(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
@@ -156,12 +158,54 @@ async fn execute(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
     if let (Some(t), Some(st)) = (&info.types, s.stmts.get_mut(id)) {
         st.types = Some(t.clone());
     }
-    let route = route_statement(s, id)?;
+    // A read outside a transaction runs once more elsewhere when its server fails before
+    // answering (long data lives on one connection: not then).
+    let retryable = !cmd.continues()
+        && !s.pinned()
+        && !s.pins.long_data.contains(&id)
+        && s.stmts.get(id).is_some_and(|st| {
+            st.analysis.class.target == crate::sql::Target::Replica && !st.analysis.effects.writes
+        });
+    s.answered = false;
+    let route = route_statement(s, id, None)?;
+    let target = match route.destination {
+        Destination::Backend(i) => Some(i),
+        Destination::Current => None,
+    };
+    let first = execute_on(s, cmd, id, params, &info, &route).await;
+    let again = match &first {
+        Err(ExecError::Relay(e)) => {
+            e.is_server_side() && !matches!(e, RelayError::Timeout(_)) && !s.answered
+        }
+        Err(ExecError::Refused(e)) => {
+            e.code == errcode::CR_CONN_HOST_ERROR || e.code == errcode::CR_SERVER_LOST
+        }
+        Ok(()) => false,
+    };
+    let Some(failed) = target.filter(|_| retryable && again) else {
+        return first;
+    };
+    s.drop_current();
+    s.shared.backends.mark_down(failed, super::exec::DOWN_FOR);
+    tracing::warn!("retrying a prepared read on another backend");
+    let route = route_statement(s, id, Some(failed))?;
+    execute_on(s, cmd, id, params, &info, &route).await
+}
+
+/// One attempt at a COM_STMT_EXECUTE, on `route`.
+async fn execute_on(
+    s: &mut Session,
+    cmd: &Chunk,
+    id: u32,
+    params: u16,
+    info: &super::stmt::ExecuteInfo,
+    route: &Route,
+) -> Result<(), ExecError> {
     let insert_id = s
         .stmts
         .get(id)
         .is_some_and(|st| st.analysis.effects.needs_insert_id);
-    s.connect_for(&route, insert_id).await?;
+    s.connect_for(route, insert_id).await?;
     let server_id = ensure_prepared(s, id).await?;
     let Some(st) = s.stmts.get(id).cloned() else {
         return Err(ExecError::Refused(unknown(id, "mysqld_stmt_execute")));
@@ -212,7 +256,7 @@ async fn execute(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
 
 async fn long_data(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
     let id = statement_id(&cmd.payload).unwrap_or(0);
-    let route = route_statement(s, id)?;
+    let route = route_statement(s, id, None)?;
     s.connect_for(&route, false).await?;
     let server_id = ensure_prepared(s, id).await?;
     if !s.pins.long_data.contains(&id) {
