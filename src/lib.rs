@@ -8,6 +8,7 @@ pub mod config;
 pub mod logging;
 pub mod protocol;
 pub mod route;
+pub mod script;
 pub mod server;
 pub mod session;
 pub mod sql;

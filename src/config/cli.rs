@@ -262,9 +262,32 @@ impl LoadedConfig {
 
     fn build(cli: Cli, file: FileConfig) -> Result<LoadedConfig, ConfigError> {
         let mut warnings = Vec::new();
-        if cli.lua_script.is_some() || cli.admin_lua_script.is_some() {
-            return Err(invalid("Lua scripts (--proxy-lua-script, --admin-lua-script) are not supported by this version of Weiche yet"));
+        if cli.admin_lua_script.is_some() {
+            return Err(invalid("--admin-lua-script: the admin interface is not available in this version of Weiche yet"));
         }
+        let script = match cli.lua_script.clone().or(file.proxy.script.clone()) {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(invalid(format!(
+                        "Lua script {} does not exist or is not a file",
+                        path.display()
+                    )));
+                }
+                let instruction_limit = file.proxy.script_instruction_limit.unwrap_or(10_000_000);
+                if instruction_limit < 1000 {
+                    return Err(invalid(
+                        "proxy.script_instruction_limit must be at least 1000",
+                    ));
+                }
+                Some(super::Scripting {
+                    path,
+                    lua_path: cli.lua_path.clone(),
+                    lua_cpath: cli.lua_cpath.clone(),
+                    instruction_limit,
+                })
+            }
+            None => None,
+        };
         if cli.no_proxy {
             return Err(invalid("--no-proxy: Weiche always runs the proxy"));
         }
@@ -436,6 +459,7 @@ impl LoadedConfig {
                 routing,
                 pool,
                 rules,
+                script,
             },
             warnings,
             daemon: cli.daemon,

@@ -67,6 +67,10 @@ pub struct FileProxy {
     pub connect_timeout: Option<f64>,
     pub max_packet_size: Option<usize>,
     pub pid_file: Option<PathBuf>,
+    /// A mysql-proxy Lua script (--proxy-lua-script).
+    pub script: Option<PathBuf>,
+    /// Lua instructions one hook call may run before it is aborted (default 10,000,000).
+    pub script_instruction_limit: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +191,17 @@ pub struct Config {
     pub routing: Routing,
     pub pool: Pooling,
     pub rules: Vec<Rule>,
+    pub script: Option<Scripting>,
+}
+
+/// The Lua script and how it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scripting {
+    pub path: PathBuf,
+    /// More `package.path` entries (--lua-path), before the script's directory.
+    pub lua_path: Option<String>,
+    pub lua_cpath: Option<String>,
+    pub instruction_limit: u64,
 }
 
 impl Config {

@@ -1,5 +1,5 @@
-//! Text result sets Weiche answers itself (EXPLAIN ROUTE, and later the admin port): column
-//! definitions of type VAR_STRING and rows of text, with or without EOF packets.
+//! Text result sets Weiche answers itself (EXPLAIN ROUTE, Lua's proxy.response, and later the
+//! admin port): column definitions and rows of text, with or without EOF packets.
 
 use super::basic::{put_lenenc_bytes, put_lenenc_int};
 use super::packet::Framed;
@@ -8,20 +8,23 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 const UTF8MB4_GENERAL_CI: u16 = 45;
-const TYPE_VAR_STRING: u8 = 0xfd;
+const BINARY: u16 = 63;
+pub const TYPE_VAR_STRING: u8 = 0xfd;
 
-fn column(name: &str) -> BytesMut {
+fn column(name: &[u8], ty: u8) -> BytesMut {
     let mut b = BytesMut::with_capacity(32 + name.len());
     put_lenenc_bytes(&mut b, b"def");
     put_lenenc_bytes(&mut b, b"");
     put_lenenc_bytes(&mut b, b"");
     put_lenenc_bytes(&mut b, b"");
-    put_lenenc_bytes(&mut b, name.as_bytes());
-    put_lenenc_bytes(&mut b, name.as_bytes());
+    put_lenenc_bytes(&mut b, name);
+    put_lenenc_bytes(&mut b, name);
     b.put_u8(0x0c);
-    b.put_u16_le(UTF8MB4_GENERAL_CI);
+    // Text types carry a character set; numbers are binary, as the server sends them.
+    let text = matches!(ty, 0x0f | 0xf5..=0xfe);
+    b.put_u16_le(if text { UTF8MB4_GENERAL_CI } else { BINARY });
     b.put_u32_le(1024);
-    b.put_u8(TYPE_VAR_STRING);
+    b.put_u8(ty);
     b.put_u16_le(0);
     b.put_u8(0);
     b.put_u16_le(0);
@@ -40,7 +43,37 @@ fn terminator(deprecate_eof: bool, status: u16) -> BytesMut {
     b
 }
 
-/// Send a whole text result set; `seq` is the sequence id of its first packet.
+/// The packets of a text result set: columns as (name, MYSQL_TYPE_*), rows of text or NULL.
+pub fn text_result(
+    columns: &[(&[u8], u8)],
+    rows: &[Vec<Option<Vec<u8>>>],
+    deprecate_eof: bool,
+    status: u16,
+) -> Vec<BytesMut> {
+    let mut out = Vec::with_capacity(columns.len() + rows.len() + 3);
+    let mut count = BytesMut::new();
+    put_lenenc_int(&mut count, columns.len() as u64);
+    out.push(count);
+    out.extend(columns.iter().map(|(name, ty)| column(name, *ty)));
+    if !deprecate_eof {
+        out.push(terminator(false, status));
+    }
+    for row in rows {
+        let mut b = BytesMut::new();
+        for v in row {
+            match v {
+                Some(v) => put_lenenc_bytes(&mut b, v),
+                None => b.put_u8(0xfb),
+            }
+        }
+        out.push(b);
+    }
+    out.push(terminator(deprecate_eof, status));
+    out
+}
+
+/// Send a whole text result set of VAR_STRING columns; `seq` is the sequence id of its first
+/// packet.
 pub async fn send_text_result<S: AsyncRead + AsyncWrite + Unpin>(
     out: &mut Framed<S>,
     mut seq: u8,
@@ -49,25 +82,20 @@ pub async fn send_text_result<S: AsyncRead + AsyncWrite + Unpin>(
     deprecate_eof: bool,
     status: u16,
 ) -> Result<(), ProtocolError> {
-    let mut count = BytesMut::new();
-    put_lenenc_int(&mut count, columns.len() as u64);
-    seq = out.queue(seq, &count);
-    for c in columns {
-        seq = out.queue(seq, &column(c));
+    let columns: Vec<(&[u8], u8)> = columns
+        .iter()
+        .map(|c| (c.as_bytes(), TYPE_VAR_STRING))
+        .collect();
+    let rows: Vec<Vec<Option<Vec<u8>>>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|v| v.clone().map(String::into_bytes))
+                .collect()
+        })
+        .collect();
+    for p in text_result(&columns, &rows, deprecate_eof, status) {
+        seq = out.queue(seq, &p);
     }
-    if !deprecate_eof {
-        seq = out.queue(seq, &terminator(false, status));
-    }
-    for row in rows {
-        let mut b = BytesMut::new();
-        for v in row {
-            match v {
-                Some(v) => put_lenenc_bytes(&mut b, v.as_bytes()),
-                None => b.put_u8(0xfb),
-            }
-        }
-        seq = out.queue(seq, &b);
-    }
-    out.queue(seq, &terminator(deprecate_eof, status));
     out.flush().await
 }

@@ -120,6 +120,8 @@ pub struct Walker {
     pub changes: Vec<Change>,
     /// The packet just fed was an OK packet (the relay may need to rewrite it).
     pub at_ok: bool,
+    /// Rows seen (packets in the rows part of result sets).
+    pub rows: u64,
 }
 
 impl Walker {
@@ -148,6 +150,7 @@ impl Walker {
             tracked: false,
             changes: Vec::new(),
             at_ok: false,
+            rows: 0,
         }
     }
 
@@ -278,7 +281,12 @@ impl Walker {
                         self.finish()
                     }
                 }
-                _ => Step::More,
+                _ => {
+                    if self.state == State::Rows {
+                        self.rows += 1;
+                    }
+                    Step::More
+                }
             },
             State::PrepareOk => match first {
                 Some(0x00) => {

@@ -106,6 +106,11 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
 }
 
 async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
+    if s.script.is_some() && !cmd.payload.is_empty() {
+        if let Some(next) = super::script::read_query(s, &cmd).await? {
+            return Ok(next);
+        }
+    }
     let Some(&code) = cmd.payload.first() else {
         reply_err(
             s,

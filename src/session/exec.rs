@@ -117,6 +117,14 @@ impl Session {
                 wait: None,
             });
         }
+        // A backend the Lua script chose (proxy.connection.backend_ndx).
+        if let Some(i) = self.script_backend {
+            return Ok(Route {
+                destination: Destination::Backend(i),
+                reason: "Lua: proxy.connection.backend_ndx".into(),
+                wait: None,
+            });
+        }
         // A replica hint asks for any replica: eventual, unless a consistency hint says more.
         let hinted_replica = analysis.class.reason == "hint: replica";
         let consistency = analysis.consistency.unwrap_or(if hinted_replica {

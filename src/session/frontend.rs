@@ -11,6 +11,7 @@ use crate::protocol::constants::{cap, errcode, status};
 use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
 use crate::route::{Destination, Route};
+use crate::script::{ConnView, Decision, ScriptHandle, ServerView, LOAD_FAILED};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub async fn switch_to_native(
 }
 
 /// Greet and authenticate a client; `Ok(None)` when it was refused (it got an ERR already).
+/// With a Lua script, its connection hooks run here, and `disconnect_client` when the login
+/// does not lead to a session (a load balancer's TCP check, a refused login).
 pub(crate) async fn login(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -74,8 +77,79 @@ pub(crate) async fn login(
     id: u32,
     handle: Arc<SessionHandle>,
 ) -> Result<Option<Session>, ProtocolError> {
+    let mut script = None;
+    let local_addr = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let r = login_inner(
+        shared,
+        stream,
+        peer,
+        id,
+        handle,
+        &mut script,
+        local_addr.clone(),
+    )
+    .await;
+    match r {
+        Ok(Some(mut session)) => {
+            session.script = script;
+            Ok(Some(session))
+        }
+        other => {
+            if let Some(mut h) = script {
+                let view = ConnView {
+                    client_addr: peer.to_string(),
+                    local_addr,
+                    ..Default::default()
+                };
+                h.disconnect_client(&view);
+            }
+            other
+        }
+    }
+}
+
+async fn login_inner(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u32,
+    handle: Arc<SessionHandle>,
+    script: &mut Option<ScriptHandle>,
+    local_addr: String,
+) -> Result<Option<Session>, ProtocolError> {
     let config = shared.config();
     let mut client = Framed::new(stream);
+    let mut view = ConnView {
+        client_addr: peer.to_string(),
+        local_addr: local_addr.clone(),
+        ..Default::default()
+    };
+    let mut login_backend = None;
+    if let Some(sc) = &config.script {
+        match ScriptHandle::open(sc, shared.backends.clone(), &view) {
+            Ok(h) => *script = Some(h),
+            Err(e) => {
+                tracing::error!("Lua script for a new connection: {e}");
+                let err = ErrPacket::new(errcode::ER_UNKNOWN_ERROR, "07000", LOAD_FAILED);
+                client.send(0, &err_payload(&err)).await?;
+                return Ok(None);
+            }
+        }
+        if let Some(h) = script.as_mut().filter(|h| h.has("connect_server")) {
+            let (d, after) = h.phase("connect_server", &view, false, status::AUTOCOMMIT);
+            if let Some(ndx) = after.backend_ndx {
+                login_backend = crate::script::backend_index(ndx);
+                view.backend = login_backend;
+            }
+            if let Decision::SendResult(packets) = d {
+                send_all(&mut client, 0, &packets).await?;
+                return Ok(None);
+            }
+        }
+    }
     let info = shared.server_info();
     let scramble = auth::new_scramble();
     // Offer only what both Weiche and the backend can do: responses are relayed unchanged.
@@ -89,6 +163,24 @@ pub(crate) async fn login(
         status: status::AUTOCOMMIT,
         auth_plugin: NATIVE_PASSWORD.to_vec(),
     };
+    if let Some(h) = script.as_mut().filter(|h| h.has("read_handshake")) {
+        let v = ConnView {
+            server: Some(ServerView {
+                address: String::new(),
+                thread_id: id,
+                version: info.version.clone(),
+                scramble: scramble.to_vec(),
+                auth_plugin: NATIVE_PASSWORD.to_vec(),
+            }),
+            ..view.clone()
+        };
+        if let (Decision::SendResult(packets), _) =
+            h.phase("read_handshake", &v, false, status::AUTOCOMMIT)
+        {
+            send_all(&mut client, 0, &packets).await?;
+            return Ok(None);
+        }
+    }
     let mut buf = BytesMut::new();
     greeting.encode(&mut buf);
     client.send(0, &buf).await?;
@@ -116,6 +208,22 @@ pub(crate) async fn login(
             seq,
         })) => (resp, secret, user, seq),
     };
+    view.username = resp.username.clone();
+    view.default_db = resp.database.clone().unwrap_or_default();
+    view.scrambled_password = resp.auth_response.clone();
+    let mut answered_login = false;
+    if let Some(h) = script.as_mut().filter(|h| h.has("read_auth")) {
+        if let (Decision::SendResult(packets), _) =
+            h.phase("read_auth", &view, false, status::AUTOCOMMIT)
+        {
+            send_all(&mut client, seq.wrapping_sub(1), &packets).await?;
+            // The script answered the login itself: an OK lets the client in as checked.
+            if packets.first().and_then(|p| p.first()) != Some(&0x00) {
+                return Ok(None);
+            }
+            answered_login = true;
+        }
+    }
 
     let mut session = Session {
         id,
@@ -140,19 +248,43 @@ pub(crate) async fn login(
         last_write: None,
         last_gtid: None,
         answered: false,
+        script: None,
+        script_backend: login_backend,
+        close_requested: false,
+        local_addr,
     };
-    match session.connect_primary().await {
-        Ok(()) => {}
-        Err(err) => {
-            session.send_err(seq, &err).await?;
-            return Ok(None);
+    let result = session.connect_primary().await;
+    let mut packets = vec![match &result {
+        Ok(()) => ok_payload(0, status::AUTOCOMMIT),
+        Err(err) => err_payload(err),
+    }];
+    if let Some(h) = script.as_mut().filter(|h| h.has("read_auth_result")) {
+        let (d, after) = h.read_auth_result(&view, &packets[0], status::AUTOCOMMIT);
+        session.apply_after(after);
+        if let Decision::SendResult(p) = d {
+            packets = p;
         }
     }
-    session
-        .client
-        .send(seq, &ok_payload(0, status::AUTOCOMMIT))
-        .await?;
+    if !answered_login {
+        send_all(&mut session.client, seq.wrapping_sub(1), &packets).await?;
+    }
+    if result.is_err() || packets.first().and_then(|p| p.first()) != Some(&0x00) {
+        return Ok(None);
+    }
     Ok(Some(session))
+}
+
+/// Send payloads with consecutive sequence ids after `seq`.
+async fn send_all(
+    client: &mut Framed<TcpStream>,
+    seq: u8,
+    packets: &[BytesMut],
+) -> Result<(), ProtocolError> {
+    let mut seq = seq.wrapping_add(1);
+    for p in packets {
+        seq = client.queue(seq, p);
+    }
+    client.flush().await
 }
 
 enum Auth {
@@ -241,7 +373,7 @@ impl Session {
     pub async fn connect_primary(&mut self) -> Result<(), ErrPacket> {
         self.pins.session_mode = self.config.pool_mode(&self.user) == PoolMode::Session;
         let table = &self.shared.backends;
-        let backend = match table.primary() {
+        let backend = match self.script_backend.map_or_else(|| table.primary(), Ok) {
             Ok(i) => i,
             Err(e) => match table.pick_replica(None, None) {
                 Some(p) if !self.pins.session_mode => p.index,

@@ -6,10 +6,12 @@ mod command;
 mod consistency;
 mod exec;
 mod frontend;
+mod inject;
 mod pins;
 mod prepared;
 mod registry;
 mod relay;
+mod script;
 mod stmt;
 
 pub use registry::{Registry, SessionHandle};
@@ -191,6 +193,14 @@ pub(crate) struct Session {
     pub last_gtid: Option<crate::backend::gtid::GtidPos>,
     /// Some of the current command's response reached the client (it cannot be retried).
     pub answered: bool,
+    /// The session's Lua environment, when a script is configured.
+    pub script: Option<crate::script::ScriptHandle>,
+    /// The backend the script chose with proxy.connection.backend_ndx.
+    pub script_backend: Option<usize>,
+    /// The script asked to close the client connection (proxy.connection.connection_close).
+    pub close_requested: bool,
+    /// Weiche's own address on this connection (for proxy.connection.client.dst).
+    pub local_addr: String,
 }
 
 impl Session {
@@ -237,6 +247,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             Ok(Some(mut session)) => {
                 tracing::debug!(user = %session.user, "logged in");
                 command::run(&mut session).await;
+                if let Some(mut script) = session.script.take() {
+                    script.disconnect_client(&session.conn_view());
+                }
                 session.end();
                 tracing::debug!("session ended");
             }

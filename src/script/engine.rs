@@ -1,0 +1,232 @@
+//! One Lua state per worker thread. The script is compiled once per state and recompiled when
+//! its file changes (a version that fails to compile keeps the old one). Each client connection
+//! gets its own environment (`setmetatable({}, {__index = _G})`) in which the script's top-level
+//! chunk runs once: its globals and top-level locals are per-connection state. Sessions hold a
+//! `ScriptHandle` (plain data, so sessions stay `Send`); the Lua side lives here.
+
+use super::{constants, global, modules};
+use crate::config::Scripting;
+use mlua::{Function, HookTriggers, Lua, Table, Value, VmState};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+/// How often the instruction budget is checked (instructions).
+const BUDGET_STEP: u32 = 1000;
+
+/// The worker's Lua state and its compiled script.
+pub(super) struct Engine {
+    pub lua: Lua,
+    config: Scripting,
+    /// The compiled script, and the file's (mtime, size) it was compiled from.
+    chunk: Option<Function>,
+    stamp: Option<(SystemTime, u64)>,
+    /// Instructions left for the running hook.
+    budget: Rc<Cell<i64>>,
+    pub sessions: HashMap<u64, Conn>,
+    next: u64,
+}
+
+/// One client connection's Lua side.
+pub(super) struct Conn {
+    pub env: Table,
+    pub queries: mlua::AnyUserData,
+    pub connection: Table,
+}
+
+thread_local! {
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+}
+
+/// Why a hook could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("{0}")]
+    Lua(#[from] mlua::Error),
+    #[error("the Lua script failed to load: {0}")]
+    Load(String),
+}
+
+/// Run `f` with this worker's engine, creating it for `config` first.
+pub(super) fn with<R>(
+    config: &Scripting,
+    f: impl FnOnce(&mut Engine) -> R,
+) -> Result<R, ScriptError> {
+    ENGINE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|e| &e.config != config) {
+            *slot = Some(Engine::new(config.clone())?);
+        }
+        match slot.as_mut() {
+            Some(e) => Ok(f(e)),
+            None => Err(ScriptError::Load("no Lua state".into())),
+        }
+    })
+}
+
+/// Run `f` with this worker's engine if there is one.
+pub(super) fn with_existing<R>(f: impl FnOnce(&mut Engine) -> R) -> Option<R> {
+    ENGINE.with(|cell| cell.try_borrow_mut().ok()?.as_mut().map(f))
+}
+
+impl Engine {
+    fn new(config: Scripting) -> Result<Engine, ScriptError> {
+        let lua = Lua::new();
+        let budget = Rc::new(Cell::new(i64::MAX));
+        let b = budget.clone();
+        let limit = config.instruction_limit;
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(BUDGET_STEP),
+            move |_, _| {
+                let left = b.get() - i64::from(BUDGET_STEP);
+                b.set(left);
+                if left < 0 {
+                    return Err(mlua::Error::runtime(format!(
+                        "the hook ran more than {limit} Lua instructions (proxy.script_instruction_limit)"
+                    )));
+                }
+                Ok(VmState::Continue)
+            },
+        );
+        let g = lua.globals();
+        let tostring: Function = g.get("tostring")?;
+        g.set(
+            "print",
+            lua.create_function(move |_, args: mlua::Variadic<Value>| {
+                let mut text = Vec::with_capacity(args.len());
+                for v in args.iter() {
+                    let s: mlua::String = tostring.call(v.clone())?;
+                    text.push(s.to_string_lossy().to_string());
+                }
+                tracing::info!(target: "weiche::lua", "{}", text.join("\t"));
+                Ok(())
+            })?,
+        )?;
+        let proxy = constants::proxy_table(&lua)?;
+        proxy.set("global", lua.create_userdata(global::GlobalRef::root())?)?;
+        // Lua 5.1 has no __pairs: `pairs(proxy.global_pairs(t))` walks a shared table.
+        proxy.set("global_pairs", lua.create_function(global::pairs_of)?)?;
+        g.set("proxy", proxy)?;
+        modules::install(&lua, &config)?;
+        let mut e = Engine {
+            lua,
+            config,
+            chunk: None,
+            stamp: None,
+            budget,
+            sessions: HashMap::new(),
+            next: 1,
+        };
+        e.reload();
+        Ok(e)
+    }
+
+    /// Recompile when the file changed. A version that does not compile leaves the old one.
+    pub fn reload(&mut self) {
+        let path = &self.config.path;
+        let stamp = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        if stamp.is_some() && stamp == self.stamp {
+            return;
+        }
+        let source = match std::fs::read(path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot read Lua script {}: {e}", path.display());
+                return;
+            }
+        };
+        let name = format!("@{}", path.display());
+        match self.lua.load(source).set_name(name).into_function() {
+            Ok(f) => {
+                if self.chunk.is_some() {
+                    tracing::info!("reloaded Lua script {}", path.display());
+                }
+                self.chunk = Some(f);
+                self.stamp = stamp;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "Lua script {} does not compile{}: {e}",
+                    path.display(),
+                    if self.chunk.is_some() {
+                        "; the previous version stays"
+                    } else {
+                        ""
+                    }
+                );
+                // Do not try this version again until the file changes.
+                self.stamp = stamp;
+            }
+        }
+    }
+
+    /// A new connection: its environment, with the script's top-level chunk run in it.
+    pub fn open(&mut self, connection: Table) -> Result<u64, ScriptError> {
+        self.reload();
+        let Some(chunk) = self.chunk.clone() else {
+            return Err(ScriptError::Load("the script did not compile".into()));
+        };
+        let env = self.lua.create_table()?;
+        let mt = self.lua.create_table()?;
+        mt.set("__index", self.lua.globals())?;
+        env.set_metatable(Some(mt));
+        let queries = self
+            .lua
+            .create_userdata(super::inject::Queries::default())?;
+        self.bind(&queries, &connection)?;
+        chunk.set_environment(env.clone())?;
+        self.budget.set(self.config.instruction_limit as i64);
+        chunk
+            .call::<()>(())
+            .map_err(|e| ScriptError::Load(e.to_string()))?;
+        let id = self.next;
+        self.next += 1;
+        self.sessions.insert(
+            id,
+            Conn {
+                env,
+                queries,
+                connection,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Point `proxy.queries` and `proxy.connection` at one connection's objects.
+    fn bind(&self, queries: &mlua::AnyUserData, connection: &Table) -> mlua::Result<Table> {
+        let proxy: Table = self.lua.globals().get("proxy")?;
+        proxy.set("queries", queries.clone())?;
+        proxy.set("connection", connection.clone())?;
+        Ok(proxy)
+    }
+
+    /// Call hook `name` of connection `id` with `args`; None when the script has no such hook.
+    /// `prepare` runs first (with `proxy`), to set per-call fields such as `proxy.response`.
+    pub fn call(
+        &mut self,
+        id: u64,
+        name: &str,
+        args: impl mlua::IntoLuaMulti,
+        prepare: impl FnOnce(&Lua, &Table) -> mlua::Result<()>,
+    ) -> Result<Option<Value>, ScriptError> {
+        let Some(conn) = self.sessions.get(&id) else {
+            return Ok(None);
+        };
+        let hook: Value = conn.env.get(name)?;
+        let Value::Function(hook) = hook else {
+            return Ok(None);
+        };
+        let proxy = self.bind(&conn.queries, &conn.connection)?;
+        prepare(&self.lua, &proxy)?;
+        self.budget.set(self.config.instruction_limit as i64);
+        let started = Instant::now();
+        let r = hook.call::<Value>(args);
+        if started.elapsed().as_millis() > 100 {
+            tracing::warn!("Lua hook {name} took {:?}", started.elapsed());
+        }
+        Ok(Some(r?))
+    }
+}
