@@ -39,6 +39,12 @@ thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
 }
 
+type Stamp = Option<(SystemTime, u64)>;
+
+/// The last version of the script that compiled, on any worker: a worker that finds the file
+/// broken falls back to it, so all workers run the same version.
+static LAST_GOOD: std::sync::Mutex<Option<(Stamp, Vec<u8>)>> = std::sync::Mutex::new(None);
+
 /// Why a hook could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
@@ -139,19 +145,26 @@ impl Engine {
             }
         };
         let name = format!("@{}", path.display());
-        match self.lua.load(source).set_name(name).into_function() {
+        match self
+            .lua
+            .load(&source[..])
+            .set_name(name.clone())
+            .into_function()
+        {
             Ok(f) => {
                 if self.chunk.is_some() {
                     tracing::info!("reloaded Lua script {}", path.display());
                 }
                 self.chunk = Some(f);
                 self.stamp = stamp;
+                *LAST_GOOD.lock().unwrap_or_else(|p| p.into_inner()) = Some((stamp, source));
             }
             Err(e) => {
+                let good = LAST_GOOD.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 tracing::error!(
                     "Lua script {} does not compile{}: {e}",
                     path.display(),
-                    if self.chunk.is_some() {
+                    if good.is_some() {
                         "; the previous version stays"
                     } else {
                         ""
@@ -159,6 +172,11 @@ impl Engine {
                 );
                 // Do not try this version again until the file changes.
                 self.stamp = stamp;
+                if let Some((_, source)) = good {
+                    if let Ok(f) = self.lua.load(&source[..]).set_name(name).into_function() {
+                        self.chunk = Some(f);
+                    }
+                }
             }
         }
     }

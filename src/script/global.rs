@@ -83,10 +83,12 @@ fn to_val(v: &Value, depth: usize) -> mlua::Result<Option<Val>> {
                 None => return Ok(None),
             }
         }
-        other => return Err(mlua::Error::runtime(format!(
+        other => {
+            return Err(mlua::Error::runtime(format!(
             "proxy.global holds plain data only (nil, boolean, number, string, table), not a {}",
             other.type_name()
-        ))),
+        )))
+        }
     }))
 }
 

@@ -145,7 +145,8 @@ async fn login_inner(
                 view.backend = login_backend;
             }
             if let Decision::SendResult(packets) = d {
-                send_all(&mut client, 0, &packets).await?;
+                // Instead of the greeting: the first packet has sequence id 0.
+                send_all(&mut client, u8::MAX, &packets).await?;
                 return Ok(None);
             }
         }
@@ -177,7 +178,7 @@ async fn login_inner(
         if let (Decision::SendResult(packets), _) =
             h.phase("read_handshake", &v, false, status::AUTOCOMMIT)
         {
-            send_all(&mut client, 0, &packets).await?;
+            send_all(&mut client, u8::MAX, &packets).await?;
             return Ok(None);
         }
     }

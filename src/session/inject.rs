@@ -198,11 +198,16 @@ fn outcome(
             .is_some_and(|f| !matches!(f.first(), Some(0x00) | Some(0xff)))
     }) || walker.rows > 0;
     let total = queued.elapsed().as_micros() as u64;
+    // Without CLIENT_DEPRECATE_EOF a result set ends with an EOF packet that holds the count.
+    let eof_warnings = packets
+        .and_then(|p| p.last())
+        .filter(|l| l.first() == Some(&0xfe) && l.len() == 5)
+        .map(|l| u16::from_le_bytes([l[1], l[2]]));
     Outcome {
         error: walker.error,
         rows: walker.rows,
         bytes: packets.map_or(0, |p| p.iter().map(|b| b.len() as u64).sum()),
-        warnings: ok.map_or(0, |o| o.warnings),
+        warnings: ok.map(|o| o.warnings).or(eof_warnings).unwrap_or(0),
         status: walker.status.unwrap_or(0),
         affected_rows: ok.filter(|_| !result_set).map(|o| o.affected_rows),
         insert_id: ok.filter(|_| !result_set).map(|o| o.last_insert_id),

@@ -71,6 +71,29 @@ impl Weiche {
         ])
     }
 
+    /// Start Weiche with replicas and a Lua script (`-s`), plus `extra` flags.
+    pub fn start_script(script: &str, extra: &[&str]) -> Weiche {
+        let user = format!("{}:{}", app_user(), app_password());
+        let replicas = replicas().join(",");
+        let primary = primary();
+        let mut args = vec![
+            "-b",
+            primary.as_str(),
+            "-r",
+            replicas.as_str(),
+            "--user",
+            user.as_str(),
+            "--user",
+            "root:",
+            "--monitor-user",
+            "monitor:monitor-secret",
+            "-s",
+            script,
+        ];
+        args.extend_from_slice(extra);
+        Self::start_with(&args)
+    }
+
     /// Start Weiche with a config file: `[[backends]]` for the sandbox are added, the app and
     /// root users too; `extra` is more TOML.
     pub fn start_config(extra: &str) -> Weiche {
