@@ -108,7 +108,7 @@ async fn a_result_rewritten_by_the_script() {
         .collect();
     assert_eq!(names, ["n", "s", "z"]);
     let got: Vec<(u32, String, Option<String>)> =
-        rows.into_iter().map(|r| mysql_async::from_row(r)).collect();
+        rows.into_iter().map(mysql_async::from_row).collect();
     assert_eq!(
         got,
         [(1, "ABC".into(), None), (2, "DE".into(), Some("F".into()))]
