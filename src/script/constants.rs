@@ -109,7 +109,22 @@ pub fn proxy_table(lua: &Lua) -> mlua::Result<Table> {
         p.set(format!("MYSQL_TYPE_{k}"), *v)?;
     }
     p.set("WEICHE_VERSION", env!("CARGO_PKG_VERSION"))?;
-    p.set("queries", mlua::Value::Nil)?;
     p.set("response", lua.create_table()?)?;
+    // 0.7's name, removed in 0.8: the same error as 0.8.5.
+    let mt = lua.create_table()?;
+    mt.set(
+        "__index",
+        lua.create_function(
+            |_, (_, key): (mlua::Value, String)| -> mlua::Result<mlua::Value> {
+                if key == "backends" {
+                    return Err(mlua::Error::runtime(
+                        "proxy.backends is deprecated, use proxy.global.backends instead",
+                    ));
+                }
+                Ok(mlua::Value::Nil)
+            },
+        )?,
+    )?;
+    p.set_metatable(Some(mt));
     Ok(p)
 }

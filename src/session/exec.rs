@@ -99,6 +99,14 @@ impl Session {
         avoid: Option<usize>,
     ) -> Result<Route, ErrPacket> {
         if self.current.is_some() && self.pinned() {
+            if let (Some(want), Some(cur)) = (self.script_backend, &self.current) {
+                if want != cur.backend {
+                    tracing::info!(
+                        "Lua: backend_ndx move refused: the session must stay on its connection ({})",
+                        self.pin_reasons()
+                    );
+                }
+            }
             return Ok(Route {
                 destination: Destination::Current,
                 reason: format!("pinned: {}", self.pin_reasons()).into(),
@@ -421,7 +429,7 @@ impl Session {
             tokio::select! {
                 biased;
                 r = relay => r,
-                e = watchdog(&table, backend, epoch, timeout) => Err(e),
+                e = super::failure::watchdog(&table, backend, epoch, timeout) => Err(e),
             }
         };
         if let Err(e) = &result {
@@ -432,61 +440,6 @@ impl Session {
         }
         result?;
         Ok(walker)
-    }
-
-    /// The server connection failed while a command ran (and the command is not retried). The
-    /// client learns it from an ERR when none of the answer reached it yet; a session that held
-    /// a transaction or other state on that connection has lost it, and is closed after the ERR,
-    /// as a direct connection would be.
-    pub async fn command_failed(
-        &mut self,
-        seq: u8,
-        e: &RelayError,
-        was_pinned: bool,
-    ) -> Result<super::command::Next, RelayError> {
-        use super::command::Next;
-        if self.answered {
-            tracing::warn!("{e}, after part of the answer reached the client: closing");
-            return Ok(Next::Close);
-        }
-        let lost = if was_pinned {
-            "; the transaction and session state held there are gone, and nothing was replayed"
-        } else {
-            ""
-        };
-        tracing::warn!("{e}: the client gets an error{lost}");
-        let err = ErrPacket::new(
-            errcode::CR_SERVER_LOST,
-            "HY000",
-            format!("Weiche: lost the backend during the command ({e}){lost}"),
-        );
-        self.send_err(seq.wrapping_add(1), &err)
-            .await
-            .map_err(RelayError::Client)?;
-        Ok(if was_pinned {
-            Next::Close
-        } else {
-            Next::Continue
-        })
-    }
-
-    /// Stop what a given-up command left running on its server (best effort, in the background).
-    fn kill_query(&self, backend: usize, thread_id: u32) {
-        let address = self.shared.backends.backends[backend].address.clone();
-        let mut params = self.login_params();
-        params.database = None;
-        tokio::spawn(async move {
-            let kill = async {
-                let mut c = ServerConnection::connect(&address, &params).await.ok()?;
-                c.execute(format!("KILL QUERY {thread_id}").as_bytes())
-                    .await
-                    .ok()
-            };
-            let done = tokio::time::timeout(params.timeout, kill).await;
-            if !matches!(done, Ok(Some(_))) {
-                tracing::warn!(backend = %address, "could not KILL QUERY {thread_id} after the query timeout");
-            }
-        });
     }
 
     /// Learn from a finished response: state changes, transaction status, pins.
@@ -529,41 +482,6 @@ impl Session {
         }
         if !(warnings || walker.error || calc || write) {
             self.release();
-        }
-    }
-}
-
-/// How often a command in flight looks at its backend's state.
-const WATCH_TICK: Duration = Duration::from_millis(100);
-
-/// Resolves when the command in flight on backend `i` should be given up: the monitor took the
-/// backend down (or it went down and came back: the connection is from before), or the query
-/// timeout passed.
-async fn watchdog(
-    table: &route::BackendTable,
-    i: usize,
-    epoch: u64,
-    timeout: Option<Duration>,
-) -> RelayError {
-    let start = Instant::now();
-    loop {
-        let tick = timeout.map_or(WATCH_TICK, |t| {
-            WATCH_TICK.min(t.saturating_sub(start.elapsed()))
-        });
-        tokio::time::sleep(tick).await;
-        if table.epoch(i) != epoch || table.state(i) == route::State::Down {
-            return RelayError::Abandoned(format!(
-                "backend {} went down",
-                table.backends[i].address
-            ));
-        }
-        if let Some(t) = timeout.filter(|t| start.elapsed() >= *t) {
-            let why = format!(
-                "no answer from {} within {:.1} s (routing.query_timeout)",
-                table.backends[i].address,
-                t.as_secs_f64()
-            );
-            return RelayError::Timeout(why);
         }
     }
 }

@@ -5,6 +5,7 @@
 mod command;
 mod consistency;
 mod exec;
+mod failure;
 mod frontend;
 mod inject;
 mod pins;

@@ -1,0 +1,103 @@
+//! When a command's server fails or takes too long: the watchdog that gives up a command whose
+//! backend the monitor took down (or that outlived `routing.query_timeout`), the KILL QUERY
+//! sent after a timeout, and what the client is told when a command cannot be retried.
+
+use super::command::Next;
+use super::relay::RelayError;
+use super::Session;
+use crate::backend::ServerConnection;
+use crate::protocol::constants::errcode;
+use crate::protocol::ErrPacket;
+use crate::route;
+use std::time::{Duration, Instant};
+
+impl Session {
+    /// The server connection failed while a command ran (and the command is not retried). The
+    /// client learns it from an ERR when none of the answer reached it yet; a session that held
+    /// a transaction or other state on that connection has lost it, and is closed after the ERR,
+    /// as a direct connection would be.
+    pub async fn command_failed(
+        &mut self,
+        seq: u8,
+        e: &RelayError,
+        was_pinned: bool,
+    ) -> Result<Next, RelayError> {
+        if self.answered {
+            tracing::warn!("{e}, after part of the answer reached the client: closing");
+            return Ok(Next::Close);
+        }
+        let lost = if was_pinned {
+            "; the transaction and session state held there are gone, and nothing was replayed"
+        } else {
+            ""
+        };
+        tracing::warn!("{e}: the client gets an error{lost}");
+        let err = ErrPacket::new(
+            errcode::CR_SERVER_LOST,
+            "HY000",
+            format!("Weiche: lost the backend during the command ({e}){lost}"),
+        );
+        self.send_err(seq.wrapping_add(1), &err)
+            .await
+            .map_err(RelayError::Client)?;
+        Ok(if was_pinned {
+            Next::Close
+        } else {
+            Next::Continue
+        })
+    }
+
+    /// Stop what a given-up command left running on its server (best effort, in the background).
+    pub(super) fn kill_query(&self, backend: usize, thread_id: u32) {
+        let address = self.shared.backends.backends[backend].address.clone();
+        let mut params = self.login_params();
+        params.database = None;
+        tokio::spawn(async move {
+            let kill = async {
+                let mut c = ServerConnection::connect(&address, &params).await.ok()?;
+                c.execute(format!("KILL QUERY {thread_id}").as_bytes())
+                    .await
+                    .ok()
+            };
+            let done = tokio::time::timeout(params.timeout, kill).await;
+            if !matches!(done, Ok(Some(_))) {
+                tracing::warn!(backend = %address, "could not KILL QUERY {thread_id} after the query timeout");
+            }
+        });
+    }
+}
+
+/// How often a command in flight looks at its backend's state.
+const WATCH_TICK: Duration = Duration::from_millis(100);
+
+/// Resolves when the command in flight on backend `i` should be given up: the monitor took the
+/// backend down (or it went down and came back: the connection is from before), or the query
+/// timeout passed.
+pub(super) async fn watchdog(
+    table: &route::BackendTable,
+    i: usize,
+    epoch: u64,
+    timeout: Option<Duration>,
+) -> RelayError {
+    let start = Instant::now();
+    loop {
+        let tick = timeout.map_or(WATCH_TICK, |t| {
+            WATCH_TICK.min(t.saturating_sub(start.elapsed()))
+        });
+        tokio::time::sleep(tick).await;
+        if table.epoch(i) != epoch || table.state(i) == route::State::Down {
+            return RelayError::Abandoned(format!(
+                "backend {} went down",
+                table.backends[i].address
+            ));
+        }
+        if let Some(t) = timeout.filter(|t| start.elapsed() >= *t) {
+            let why = format!(
+                "no answer from {} within {:.1} s (routing.query_timeout)",
+                table.backends[i].address,
+                t.as_secs_f64()
+            );
+            return RelayError::Timeout(why);
+        }
+    }
+}
