@@ -38,14 +38,18 @@ fn table() -> Option<&'static Arc<BackendTable>> {
     TABLE.get()
 }
 
+static ORDER: OnceLock<Vec<usize>> = OnceLock::new();
+
 /// Backend indexes in script order: primaries (by configured role) first.
-pub fn order() -> Vec<usize> {
-    let Some(t) = table() else {
-        return Vec::new();
-    };
-    let mut v: Vec<usize> = (0..t.backends.len()).collect();
-    v.sort_by_key(|&i| (t.backends[i].configured_role != Role::Primary, i));
-    v
+pub fn order() -> &'static [usize] {
+    ORDER.get_or_init(|| {
+        let Some(t) = table() else {
+            return Vec::new();
+        };
+        let mut v: Vec<usize> = (0..t.backends.len()).collect();
+        v.sort_by_key(|&i| (t.backends[i].configured_role != Role::Primary, i));
+        v
+    })
 }
 
 /// The script's 1-based number of backend `i` (0 for none).

@@ -26,13 +26,22 @@ pub(super) struct Engine {
     budget: Rc<Cell<i64>>,
     pub sessions: HashMap<u64, Conn>,
     next: u64,
+    /// The `proxy` table, and the connection whose objects it shows now.
+    proxy: Table,
+    bound: u64,
 }
 
 /// One client connection's Lua side.
 pub(super) struct Conn {
     pub env: Table,
     pub queries: mlua::AnyUserData,
+    pub list: super::inject::Queue,
     pub connection: Table,
+    pub cells: Rc<super::Cells>,
+    pub shown: super::Shown,
+    /// Hooks looked up once per connection (a script defines them in its chunk); a few
+    /// entries, searched by name.
+    hooks: Vec<(&'static str, Option<Function>)>,
 }
 
 thread_local! {
@@ -110,6 +119,7 @@ impl Engine {
             })?,
         )?;
         let proxy = constants::proxy_table(&lua)?;
+        let proxy_ref = proxy.clone();
         proxy.set("global", lua.create_userdata(global::GlobalRef::root())?)?;
         // Lua 5.1 has no __pairs: `pairs(proxy.global_pairs(t))` walks a shared table.
         proxy.set("global_pairs", lua.create_function(global::pairs_of)?)?;
@@ -123,6 +133,8 @@ impl Engine {
             budget,
             sessions: HashMap::new(),
             next: 1,
+            proxy: proxy_ref,
+            bound: 0,
         };
         e.reload();
         Ok(e)
@@ -182,7 +194,12 @@ impl Engine {
     }
 
     /// A new connection: its environment, with the script's top-level chunk run in it.
-    pub fn open(&mut self, connection: Table) -> Result<u64, ScriptError> {
+    pub fn open(
+        &mut self,
+        connection: Table,
+        cells: Rc<super::Cells>,
+        shown: super::Shown,
+    ) -> Result<u64, ScriptError> {
         self.reload();
         let Some(chunk) = self.chunk.clone() else {
             return Err(ScriptError::Load("the script did not compile".into()));
@@ -191,10 +208,11 @@ impl Engine {
         let mt = self.lua.create_table()?;
         mt.set("__index", self.lua.globals())?;
         env.set_metatable(Some(mt));
+        let list = super::inject::Queue::default();
         let queries = self
             .lua
-            .create_userdata(super::inject::Queries::default())?;
-        self.bind(&queries, &connection)?;
+            .create_userdata(super::inject::Queries(list.clone()))?;
+        self.bind(0, &queries, &connection)?;
         chunk.set_environment(env.clone())?;
         self.budget.set(self.config.instruction_limit as i64);
         chunk
@@ -207,38 +225,68 @@ impl Engine {
             Conn {
                 env,
                 queries,
+                list,
                 connection,
+                cells,
+                shown,
+                hooks: Vec::with_capacity(4),
             },
         );
         Ok(id)
     }
 
-    /// Point `proxy.queries` and `proxy.connection` at one connection's objects.
-    fn bind(&self, queries: &mlua::AnyUserData, connection: &Table) -> mlua::Result<Table> {
-        let proxy: Table = self.lua.globals().get("proxy")?;
-        proxy.set("queries", queries.clone())?;
-        proxy.set("connection", connection.clone())?;
-        Ok(proxy)
+    /// Point `proxy.queries` and `proxy.connection` at one connection's objects (`id` 0: a
+    /// connection being opened).
+    fn bind(
+        &mut self,
+        id: u64,
+        queries: &mlua::AnyUserData,
+        connection: &Table,
+    ) -> mlua::Result<()> {
+        if id == 0 || self.bound != id {
+            self.proxy.raw_set("queries", queries.clone())?;
+            self.proxy.raw_set("connection", connection.clone())?;
+            self.bound = id;
+        }
+        Ok(())
+    }
+
+    /// A fresh `proxy.response` (after one was used).
+    pub fn fresh_response(&self) -> mlua::Result<()> {
+        self.proxy.raw_set("response", self.lua.create_table()?)
+    }
+
+    /// The connection's hook `name`, if the script defines it.
+    pub fn hook(&mut self, id: u64, name: &'static str) -> Result<Option<Function>, ScriptError> {
+        let Some(conn) = self.sessions.get_mut(&id) else {
+            return Ok(None);
+        };
+        if let Some((_, h)) = conn.hooks.iter().find(|(n, _)| *n == name) {
+            return Ok(h.clone());
+        }
+        let h = match conn.env.get::<Value>(name)? {
+            Value::Function(f) => Some(f),
+            _ => None,
+        };
+        conn.hooks.push((name, h.clone()));
+        Ok(h)
     }
 
     /// Call hook `name` of connection `id` with `args`; None when the script has no such hook.
-    /// `prepare` runs first (with `proxy`), to set per-call fields such as `proxy.response`.
     pub fn call(
         &mut self,
         id: u64,
-        name: &str,
+        name: &'static str,
         args: impl mlua::IntoLuaMulti,
-        prepare: impl FnOnce(&Lua, &Table) -> mlua::Result<()>,
     ) -> Result<Option<Value>, ScriptError> {
+        let Some(hook) = self.hook(id, name)? else {
+            return Ok(None);
+        };
         let Some(conn) = self.sessions.get(&id) else {
             return Ok(None);
         };
-        let hook: Value = conn.env.get(name)?;
-        let Value::Function(hook) = hook else {
-            return Ok(None);
-        };
-        let proxy = self.bind(&conn.queries, &conn.connection)?;
-        prepare(&self.lua, &proxy)?;
+        let (queries, connection) = (conn.queries.clone(), conn.connection.clone());
+        self.bind(id, &queries, &connection)?;
         self.budget.set(self.config.instruction_limit as i64);
         let started = Instant::now();
         let r = hook.call::<Value>(args);

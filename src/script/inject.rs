@@ -17,9 +17,12 @@ pub struct Injection {
     pub queued_at: Instant,
 }
 
+/// The injections queued for one connection, shared by its `proxy.queries` and Weiche.
+pub type Queue = std::rc::Rc<std::cell::RefCell<Vec<Injection>>>;
+
 /// `proxy.queries`: append, prepend, reset and `#`.
 #[derive(Debug, Default)]
-pub struct Queries(pub Vec<Injection>);
+pub struct Queries(pub Queue);
 
 fn injection(id: i64, packet: mlua::String, opts: Option<Table>) -> mlua::Result<Injection> {
     let needed = match opts {
@@ -45,22 +48,22 @@ impl UserData for Queries {
         m.add_method_mut(
             "append",
             |_, this, (id, packet, opts): (i64, mlua::String, Option<Table>)| {
-                this.0.push(injection(id, packet, opts)?);
+                this.0.borrow_mut().push(injection(id, packet, opts)?);
                 Ok(())
             },
         );
         m.add_method_mut(
             "prepend",
             |_, this, (id, packet, opts): (i64, mlua::String, Option<Table>)| {
-                this.0.insert(0, injection(id, packet, opts)?);
+                this.0.borrow_mut().insert(0, injection(id, packet, opts)?);
                 Ok(())
             },
         );
         m.add_method_mut("reset", |_, this, ()| {
-            this.0.clear();
+            this.0.borrow_mut().clear();
             Ok(())
         });
-        m.add_meta_method(MetaMethod::Len, |_, this, ()| Ok(this.0.len()));
+        m.add_meta_method(MetaMethod::Len, |_, this, ()| Ok(this.0.borrow().len()));
     }
 }
 

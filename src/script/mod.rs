@@ -24,29 +24,31 @@ use crate::config::Scripting;
 use crate::route::BackendTable;
 use bytes::BytesMut;
 use mlua::{Lua, Table, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
-/// What a session tells scripts about its connection (`proxy.connection`).
+/// What a session tells scripts about its connection (`proxy.connection`). Borrowed where it
+/// can be: a session builds one per command.
 #[derive(Debug, Clone, Default)]
-pub struct ConnView {
+pub struct ConnView<'a> {
     /// The backend serving the session now (index into the backend table).
     pub backend: Option<usize>,
-    pub client_addr: String,
-    pub local_addr: String,
-    pub username: Vec<u8>,
-    pub default_db: Vec<u8>,
-    pub scrambled_password: Vec<u8>,
-    pub server: Option<ServerView>,
+    pub client_addr: Cow<'a, str>,
+    pub local_addr: Cow<'a, str>,
+    pub username: Cow<'a, [u8]>,
+    pub default_db: Cow<'a, [u8]>,
+    pub scrambled_password: Cow<'a, [u8]>,
+    pub server: Option<ServerView<'a>>,
 }
 
 /// The server connection, when the session holds one.
 #[derive(Debug, Clone, Default)]
-pub struct ServerView {
-    pub address: String,
+pub struct ServerView<'a> {
+    pub address: Cow<'a, str>,
     pub thread_id: u32,
-    pub version: Vec<u8>,
-    pub scramble: Vec<u8>,
-    pub auth_plugin: Vec<u8>,
+    pub version: Cow<'a, [u8]>,
+    pub scramble: Cow<'a, [u8]>,
+    pub auth_plugin: Cow<'a, [u8]>,
 }
 
 /// What a hook decided.
@@ -76,8 +78,6 @@ pub struct After {
 pub struct ScriptHandle {
     id: u64,
     config: Scripting,
-    /// The backend_ndx the script saw last (to notice its writes).
-    shown_ndx: i64,
 }
 
 /// The backend index for a script's 1-based backend number.
@@ -92,41 +92,97 @@ fn set_addr(lua: &Lua, t: &Table, key: &str, addr: &str) -> mlua::Result<()> {
     t.set(key, backends::address_table(lua, addr)?)
 }
 
-fn fill_connection(lua: &Lua, conn: &Table, view: &ConnView) -> mlua::Result<i64> {
-    let ndx = backends::ndx_of(view.backend);
-    conn.raw_set("backend_ndx", ndx)?;
-    let client: Table = match conn.raw_get::<Option<Table>>("client")? {
-        Some(c) => c,
-        None => {
-            let c = lua.create_table()?;
-            set_addr(lua, &c, "src", &view.client_addr)?;
-            set_addr(lua, &c, "dst", &view.local_addr)?;
-            conn.raw_set("client", c.clone())?;
-            c
-        }
-    };
-    client.set("username", lua.create_string(&view.username)?)?;
-    client.set("default_db", lua.create_string(&view.default_db)?)?;
-    client.set(
-        "scrambled_password",
-        lua.create_string(&view.scrambled_password)?,
-    )?;
-    match &view.server {
-        Some(s) => {
-            let t = lua.create_table()?;
-            set_addr(lua, &t, "dst", &s.address)?;
-            set_addr(lua, &t, "src", &view.local_addr)?;
-            t.set("thread_id", s.thread_id)?;
-            t.set("mysqld_version", mysqld_version(&s.version))?;
-            t.set("scramble_buffer", lua.create_string(&s.scramble)?)?;
-            t.set("auth_plugin_name", lua.create_string(&s.auth_plugin)?)?;
-            t.set("username", lua.create_string(&view.username)?)?;
-            t.set("default_db", lua.create_string(&view.default_db)?)?;
-            conn.raw_set("server", t)?;
-        }
-        None => conn.raw_set("server", Value::Nil)?,
+/// `proxy.connection.backend_ndx` and `.connection_close` live in Rust (the table's
+/// metamethods read and write them), so Weiche learns what a script set without asking Lua.
+#[derive(Debug, Default)]
+pub(crate) struct Cells {
+    backend_ndx: std::cell::Cell<i64>,
+    /// The script wrote backend_ndx during the current call.
+    ndx_written: std::cell::Cell<bool>,
+    close: std::cell::Cell<bool>,
+}
+
+/// What `proxy.connection` shows already, so that a call only updates what changed (building
+/// Lua strings and tables per query is most of what a script costs).
+#[derive(Debug, Default)]
+pub(crate) struct Shown {
+    client: bool,
+    username: Vec<u8>,
+    default_db: Vec<u8>,
+    scrambled: Vec<u8>,
+    server: Option<(String, u32)>,
+}
+
+fn fill_connection(
+    lua: &Lua,
+    conn: &Table,
+    cells: &Cells,
+    view: &ConnView<'_>,
+    shown: &mut Shown,
+) -> mlua::Result<()> {
+    cells.backend_ndx.set(backends::ndx_of(view.backend));
+    cells.ndx_written.set(false);
+    if !shown.client {
+        let c = lua.create_table()?;
+        set_addr(lua, &c, "src", &view.client_addr)?;
+        set_addr(lua, &c, "dst", &view.local_addr)?;
+        conn.raw_set("client", c)?;
+        shown.client = true;
+        shown.username.clear();
+        shown.default_db.clear();
+        shown.scrambled.clear();
+        let client: Table = conn.raw_get("client")?;
+        client.set("username", "")?;
+        client.set("default_db", "")?;
+        client.set("scrambled_password", "")?;
     }
-    Ok(ndx)
+    if shown.username[..] != view.username[..]
+        || shown.default_db[..] != view.default_db[..]
+        || shown.scrambled[..] != view.scrambled_password[..]
+    {
+        let client: Table = conn.raw_get("client")?;
+        client.set("username", lua.create_string(&view.username)?)?;
+        client.set("default_db", lua.create_string(&view.default_db)?)?;
+        client.set(
+            "scrambled_password",
+            lua.create_string(&view.scrambled_password)?,
+        )?;
+        shown.username = view.username.to_vec();
+        shown.default_db = view.default_db.to_vec();
+        shown.scrambled = view.scrambled_password.to_vec();
+    }
+    let same = match (&view.server, &shown.server) {
+        (Some(s), Some((a, t))) => *s.address == **a && s.thread_id == *t,
+        (None, None) => true,
+        _ => false,
+    };
+    if !same {
+        let key = view
+            .server
+            .as_ref()
+            .map(|s| (s.address.to_string(), s.thread_id));
+        match &view.server {
+            Some(s) => {
+                let t = lua.create_table()?;
+                set_addr(lua, &t, "dst", &s.address)?;
+                set_addr(lua, &t, "src", &view.local_addr)?;
+                t.set("thread_id", s.thread_id)?;
+                t.set("mysqld_version", mysqld_version(&s.version))?;
+                t.set("scramble_buffer", lua.create_string(&s.scramble)?)?;
+                t.set("auth_plugin_name", lua.create_string(&s.auth_plugin)?)?;
+                t.set("username", lua.create_string(&view.username)?)?;
+                t.set("default_db", lua.create_string(&view.default_db)?)?;
+                conn.raw_set("server", t)?;
+            }
+            None => conn.raw_set("server", Value::Nil)?,
+        }
+        shown.server = key;
+    } else if let Some(Value::Table(t)) = conn.raw_get::<Option<Value>>("server")? {
+        if shown.default_db[..] != view.default_db[..] {
+            t.set("default_db", lua.create_string(&view.default_db)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// "5.5.5-10.11.19-MariaDB" -> 101119; "8.0.36" -> 80036.
@@ -145,14 +201,41 @@ fn mysqld_version(v: &[u8]) -> u32 {
     a * 10000 + b * 100 + c
 }
 
-/// `proxy.connection` for a new connection, with the removed 0.7 names raising errors.
-fn connection_table(lua: &Lua) -> mlua::Result<Table> {
+/// `proxy.connection` for a new connection: `backend_ndx` and `connection_close` kept in
+/// `cells`, the removed 0.7 names raising errors.
+fn connection_table(lua: &Lua, cells: &std::rc::Rc<Cells>) -> mlua::Result<Table> {
     let conn = lua.create_table()?;
     let mt = lua.create_table()?;
+    let c = cells.clone();
+    mt.set(
+        "__newindex",
+        lua.create_function(move |_, (t, key, value): (Table, Value, Value)| {
+            match key.as_str().as_deref() {
+                Some("backend_ndx") => {
+                    let n = match value {
+                        Value::Integer(n) => n,
+                        Value::Number(n) => n as i64,
+                        _ => 0,
+                    };
+                    c.backend_ndx.set(n);
+                    c.ndx_written.set(true);
+                    Ok(())
+                }
+                Some("connection_close") => {
+                    c.close.set(matches!(value, Value::Boolean(true)));
+                    Ok(())
+                }
+                _ => t.raw_set(key, value),
+            }
+        })?,
+    )?;
+    let c = cells.clone();
     mt.set(
         "__index",
-        lua.create_function(|_, (_, key): (Value, String)| -> mlua::Result<Value> {
+        lua.create_function(move |_, (_, key): (Value, String)| -> mlua::Result<Value> {
             let instead = match key.as_str() {
+                "backend_ndx" => return Ok(Value::Integer(c.backend_ndx.get())),
+                "connection_close" => return Ok(Value::Boolean(c.close.get())),
                 "thread_id" => "proxy.connection.server.thread_id",
                 "default_db" => "proxy.connection.client.default_db",
                 "mysqld_version" => "proxy.connection.server.mysqld_version",
@@ -173,67 +256,60 @@ impl ScriptHandle {
     pub fn open(
         config: &Scripting,
         table: Arc<BackendTable>,
-        view: &ConnView,
+        view: &ConnView<'_>,
     ) -> Result<ScriptHandle, String> {
         backends::install(table);
         let id = engine::with(config, |e| -> Result<u64, ScriptError> {
-            let conn = connection_table(&e.lua)?;
-            fill_connection(&e.lua, &conn, view)?;
-            e.open(conn)
+            let cells = std::rc::Rc::new(Cells::default());
+            let conn = connection_table(&e.lua, &cells)?;
+            let mut shown = Shown::default();
+            fill_connection(&e.lua, &conn, &cells, view, &mut shown)?;
+            e.open(conn, cells, shown)
         })
         .and_then(|r| r)
         .map_err(|e| e.to_string())?;
         Ok(ScriptHandle {
             id,
             config: config.clone(),
-            shown_ndx: backends::ndx_of(view.backend),
         })
     }
 
     /// Call a hook; on a Lua error, log it and take the default.
     fn call(
         &mut self,
-        name: &str,
-        view: &ConnView,
+        name: &'static str,
+        view: &ConnView<'_>,
         args: impl FnOnce(&Lua) -> mlua::Result<mlua::MultiValue>,
-        fresh_response: bool,
     ) -> (Option<Value>, After) {
         let id = self.id;
         let r = engine::with(
             &self.config,
             |e| -> Result<(Option<Value>, After), ScriptError> {
-                let conn = match e.sessions.get(&id) {
-                    Some(c) => c.connection.clone(),
-                    None => return Ok((None, After::default())),
+                if e.hook(id, name)?.is_none() {
+                    return Ok((None, After::default()));
+                }
+                let Some(c) = e.sessions.get_mut(&id) else {
+                    return Ok((None, After::default()));
                 };
-                let shown = fill_connection(&e.lua, &conn, view)?;
+                if name == "read_query" {
+                    // proxy.queries starts empty for each command.
+                    c.list.borrow_mut().clear();
+                }
+                let (conn, cells) = (c.connection.clone(), c.cells.clone());
+                fill_connection(&e.lua, &conn, &cells, view, &mut c.shown)?;
                 let args = args(&e.lua)?;
-                let ret = e.call(id, name, args, |lua, proxy| {
-                    if fresh_response {
-                        proxy.set("response", lua.create_table()?)?;
-                    }
-                    Ok(())
-                })?;
-                let ndx: i64 = conn.raw_get::<Option<i64>>("backend_ndx")?.unwrap_or(0);
-                let close = conn
-                    .raw_get::<Option<bool>>("connection_close")?
-                    .unwrap_or(false);
+                let ret = e.call(id, name, args)?;
                 Ok((
                     ret,
                     After {
-                        backend_ndx: (ndx != shown).then_some(ndx),
-                        close,
+                        backend_ndx: cells.ndx_written.get().then(|| cells.backend_ndx.get()),
+                        close: cells.close.get(),
                     },
                 ))
             },
         );
         match r {
-            Ok(Ok((ret, after))) => {
-                if let Some(n) = after.backend_ndx {
-                    self.shown_ndx = n;
-                }
-                (ret, after)
-            }
+            Ok(Ok((ret, after))) => (ret, after),
             Ok(Err(e)) | Err(e) => {
                 tracing::error!("Lua hook {name} failed: {e}");
                 (None, After::default())
@@ -254,6 +330,8 @@ impl ScriptHandle {
                 PROXY_SEND_RESULT => {
                     let proxy: Table = e.lua.globals().get("proxy").map_err(|e| e.to_string())?;
                     let resp: Table = proxy.get("response").map_err(|e| e.to_string())?;
+                    // proxy.response is reset once it was used, not before every call.
+                    let _ = e.fresh_response();
                     response::encode(&resp, deprecate_eof, status)
                         .map(Decision::SendResult)
                         .map_err(|e| e.to_string())
@@ -262,11 +340,8 @@ impl ScriptHandle {
                     let Some(conn) = e.sessions.get(&id) else {
                         return Ok(Decision::Default);
                     };
-                    let mut q = conn
-                        .queries
-                        .borrow_mut::<inject::Queries>()
-                        .map_err(|e| e.to_string())?;
-                    Ok(Decision::SendQueries(std::mem::take(&mut q.0)))
+                    let taken = std::mem::take(&mut *conn.list.borrow_mut());
+                    Ok(Decision::SendQueries(taken))
                 }
                 PROXY_IGNORE_RESULT => Ok(Decision::Ignore),
                 _ => Ok(Decision::Default),
@@ -287,81 +362,52 @@ impl ScriptHandle {
         }
     }
 
-    /// Empty `proxy.queries` (before each read_query).
-    fn reset_queries(&self) {
-        let id = self.id;
-        engine::with_existing(|e| {
-            if let Some(c) = e.sessions.get(&id) {
-                if let Ok(mut q) = c.queries.borrow_mut::<inject::Queries>() {
-                    q.0.clear();
-                }
-            }
-        });
-    }
-
     /// Whether the script defines `name` (so Weiche can skip the work of calling it).
-    pub fn has(&self, name: &str) -> bool {
+    pub fn has(&self, name: &'static str) -> bool {
         let id = self.id;
-        engine::with_existing(|e| {
-            e.sessions
-                .get(&id)
-                .and_then(|c| c.env.get::<Value>(name).ok())
-                .is_some_and(|v| matches!(v, Value::Function(_)))
-        })
-        .unwrap_or(false)
+        engine::with_existing(|e| e.hook(id, name).ok().flatten().is_some()).unwrap_or(false)
     }
 
     /// A hook without arguments of its own (connect_server, read_handshake, read_auth).
     pub fn phase(
         &mut self,
-        name: &str,
-        view: &ConnView,
+        name: &'static str,
+        view: &ConnView<'_>,
         deprecate_eof: bool,
         status: u16,
     ) -> (Decision, After) {
-        let (ret, after) = self.call(name, view, |_| Ok(mlua::MultiValue::new()), true);
+        let (ret, after) = self.call(name, view, |_| Ok(mlua::MultiValue::new()));
         (self.decision(ret, deprecate_eof, status), after)
     }
 
     /// `read_auth_result({packet = ...})`.
     pub fn read_auth_result(
         &mut self,
-        view: &ConnView,
+        view: &ConnView<'_>,
         packet: &[u8],
         status: u16,
     ) -> (Decision, After) {
-        let (ret, after) = self.call(
-            "read_auth_result",
-            view,
-            |lua| {
-                let t = lua.create_table()?;
-                t.set("packet", lua.create_string(packet)?)?;
-                Ok(mlua::MultiValue::from_iter([Value::Table(t)]))
-            },
-            true,
-        );
+        let (ret, after) = self.call("read_auth_result", view, |lua| {
+            let t = lua.create_table()?;
+            t.set("packet", lua.create_string(packet)?)?;
+            Ok(mlua::MultiValue::from_iter([Value::Table(t)]))
+        });
         (self.decision(ret, false, status), after)
     }
 
     /// `read_query(packet)` for a client command.
     pub fn read_query(
         &mut self,
-        view: &ConnView,
+        view: &ConnView<'_>,
         packet: &[u8],
         deprecate_eof: bool,
         status: u16,
     ) -> (Decision, After) {
-        self.reset_queries();
-        let (ret, after) = self.call(
-            "read_query",
-            view,
-            |lua| {
-                Ok(mlua::MultiValue::from_iter([Value::String(
-                    lua.create_string(packet)?,
-                )]))
-            },
-            true,
-        );
+        let (ret, after) = self.call("read_query", view, |lua| {
+            Ok(mlua::MultiValue::from_iter([Value::String(
+                lua.create_string(packet)?,
+            )]))
+        });
         (self.decision(ret, deprecate_eof, status), after)
     }
 
@@ -369,32 +415,22 @@ impl ScriptHandle {
     /// injections the hook queued meanwhile.
     pub fn read_query_result(
         &mut self,
-        view: &ConnView,
+        view: &ConnView<'_>,
         inj: &Injection,
         outcome: &Outcome,
         deprecate_eof: bool,
         status: u16,
     ) -> (Decision, Vec<Injection>, After) {
-        let (ret, after) = self.call(
-            "read_query_result",
-            view,
-            |lua| {
-                let t = inject::inj_table(lua, inj, outcome)?;
-                Ok(mlua::MultiValue::from_iter([Value::Table(t)]))
-            },
-            true,
-        );
+        let (ret, after) = self.call("read_query_result", view, |lua| {
+            let t = inject::inj_table(lua, inj, outcome)?;
+            Ok(mlua::MultiValue::from_iter([Value::Table(t)]))
+        });
         let decision = self.decision(ret, deprecate_eof, status);
         let id = self.id;
         let more = engine::with_existing(|e| {
             e.sessions
                 .get(&id)
-                .and_then(|c| {
-                    c.queries
-                        .borrow_mut::<inject::Queries>()
-                        .ok()
-                        .map(|mut q| std::mem::take(&mut q.0))
-                })
+                .map(|c| std::mem::take(&mut *c.list.borrow_mut()))
                 .unwrap_or_default()
         })
         .unwrap_or_default();
@@ -402,13 +438,8 @@ impl ScriptHandle {
     }
 
     /// `disconnect_client()`.
-    pub fn disconnect_client(&mut self, view: &ConnView) {
-        let _ = self.call(
-            "disconnect_client",
-            view,
-            |_| Ok(mlua::MultiValue::new()),
-            false,
-        );
+    pub fn disconnect_client(&mut self, view: &ConnView<'_>) {
+        let _ = self.call("disconnect_client", view, |_| Ok(mlua::MultiValue::new()));
     }
 }
 

@@ -100,8 +100,8 @@ pub(crate) async fn login(
         other => {
             if let Some(mut h) = script {
                 let view = ConnView {
-                    client_addr: peer.to_string(),
-                    local_addr,
+                    client_addr: peer.to_string().into(),
+                    local_addr: local_addr.into(),
                     ..Default::default()
                 };
                 h.disconnect_client(&view);
@@ -123,8 +123,8 @@ async fn login_inner(
     let config = shared.config();
     let mut client = Framed::new(stream);
     let mut view = ConnView {
-        client_addr: peer.to_string(),
-        local_addr: local_addr.clone(),
+        client_addr: peer.to_string().into(),
+        local_addr: local_addr.clone().into(),
         ..Default::default()
     };
     let mut login_backend = None;
@@ -167,11 +167,11 @@ async fn login_inner(
     if let Some(h) = script.as_mut().filter(|h| h.has("read_handshake")) {
         let v = ConnView {
             server: Some(ServerView {
-                address: String::new(),
+                address: "".into(),
                 thread_id: id,
-                version: info.version.clone(),
-                scramble: scramble.to_vec(),
-                auth_plugin: NATIVE_PASSWORD.to_vec(),
+                version: info.version.clone().into(),
+                scramble: scramble.to_vec().into(),
+                auth_plugin: NATIVE_PASSWORD.to_vec().into(),
             }),
             ..view.clone()
         };
@@ -209,9 +209,9 @@ async fn login_inner(
             seq,
         })) => (resp, secret, user, seq),
     };
-    view.username = resp.username.clone();
-    view.default_db = resp.database.clone().unwrap_or_default();
-    view.scrambled_password = resp.auth_response.clone();
+    view.username = resp.username.clone().into();
+    view.default_db = resp.database.clone().unwrap_or_default().into();
+    view.scrambled_password = resp.auth_response.clone().into();
     let mut answered_login = false;
     if let Some(h) = script.as_mut().filter(|h| h.has("read_auth")) {
         if let (Decision::SendResult(packets), _) =
@@ -253,6 +253,7 @@ async fn login_inner(
         script_backend: login_backend,
         close_requested: false,
         local_addr,
+        peer_name: peer.to_string(),
     };
     let result = session.connect_primary().await;
     let mut packets = vec![match &result {

@@ -94,14 +94,15 @@ pub(crate) async fn run(
         answered |= stream;
         s.learn(&walker, Some(&analysis.effects));
         let outcome = outcome(&walker, packets.as_deref(), inj.queued_at, first_at);
-        let view = s.conn_view();
         let (status, deprecate_eof) = (s.status(), s.deprecate_eof());
-        let (decision, more, after) = match s.script.as_mut() {
-            Some(script) if script.has("read_query_result") => {
-                script.read_query_result(&view, &inj, &outcome, deprecate_eof, status)
+        let mut script = s.script.take();
+        let (decision, more, after) = match script.as_mut() {
+            Some(h) if h.has("read_query_result") => {
+                h.read_query_result(&s.conn_view(), &inj, &outcome, deprecate_eof, status)
             }
             _ => (Decision::Default, Vec::new(), Default::default()),
         };
+        s.script = script;
         s.apply_after(after);
         queue.extend(more);
         match (decision, packets) {

@@ -200,8 +200,10 @@ pub(crate) struct Session {
     pub script_backend: Option<usize>,
     /// The script asked to close the client connection (proxy.connection.connection_close).
     pub close_requested: bool,
-    /// Weiche's own address on this connection (for proxy.connection.client.dst).
+    /// Weiche's own address on this connection (for proxy.connection.client.dst), and the
+    /// client's, as text.
     pub local_addr: String,
+    pub peer_name: String,
 }
 
 impl Session {

@@ -8,27 +8,28 @@ use super::Session;
 use crate::protocol::Chunk;
 use crate::script::{self, After, ConnView, Decision, ServerView};
 use bytes::BytesMut;
+use std::borrow::Cow;
 
 impl Session {
-    /// What `proxy.connection` shows now.
-    pub fn conn_view(&self) -> ConnView {
+    /// What `proxy.connection` shows now (borrowed from the session).
+    pub fn conn_view(&self) -> ConnView<'_> {
         ConnView {
             backend: self
                 .current
                 .as_ref()
                 .map(|c| c.backend)
                 .or(self.script_backend),
-            client_addr: self.peer.to_string(),
-            local_addr: self.local_addr.clone(),
-            username: self.user.as_bytes().to_vec(),
-            default_db: self.state.schema.clone().unwrap_or_default(),
-            scrambled_password: Vec::new(),
+            client_addr: Cow::Borrowed(&self.peer_name),
+            local_addr: Cow::Borrowed(&self.local_addr),
+            username: Cow::Borrowed(self.user.as_bytes()),
+            default_db: Cow::Borrowed(self.state.schema.as_deref().unwrap_or_default()),
+            scrambled_password: Cow::Borrowed(&[]),
             server: self.current.as_ref().map(|c| ServerView {
-                address: c.conn.address.clone(),
+                address: Cow::Borrowed(&c.conn.address),
                 thread_id: c.conn.thread_id,
-                version: c.conn.server_version.clone(),
-                scramble: Vec::new(),
-                auth_plugin: Vec::new(),
+                version: Cow::Borrowed(&c.conn.server_version),
+                scramble: Cow::Borrowed(&[]),
+                auth_plugin: Cow::Borrowed(&[]),
             }),
         }
     }
@@ -65,12 +66,13 @@ impl Session {
 
 /// Give the command to the script's `read_query`. `None`: Weiche handles the command as usual.
 pub(crate) async fn read_query(s: &mut Session, cmd: &Chunk) -> Result<Option<Next>, RelayError> {
-    let view = s.conn_view();
     let (status, deprecate_eof) = (s.status(), s.deprecate_eof());
-    let Some(script) = s.script.as_mut() else {
+    // The handle is taken out while the view borrows the session.
+    let Some(mut script) = s.script.take() else {
         return Ok(None);
     };
-    let (decision, after) = script.read_query(&view, &cmd.payload, deprecate_eof, status);
+    let (decision, after) = script.read_query(&s.conn_view(), &cmd.payload, deprecate_eof, status);
+    s.script = Some(script);
     s.apply_after(after);
     let next = match decision {
         Decision::Default | Decision::Ignore => return Ok(None),
