@@ -464,11 +464,24 @@ impl Session {
         if let Some(u) = self.pins.leaves_untracked_state() {
             cur.conn.state.untracked = Some(u);
         }
+        let in_transaction = cur.conn.state.in_transaction();
+        let rollback = effects.is_some_and(|e| e.rollback);
         if self.learn_position(&walker.changes) {
             self.last_write = None;
+            self.txn_wrote = false;
         } else if write && !walker.error {
-            // A write whose GTID the server did not report: the time window stands in.
-            self.last_write = Some(Instant::now());
+            if in_transaction {
+                // Known once the transaction ends: committed or rolled back.
+                self.txn_wrote = true;
+            } else {
+                // A write whose GTID the server did not report: the time window stands in.
+                self.last_write = Some(Instant::now());
+            }
+        } else if self.txn_wrote && !in_transaction {
+            self.txn_wrote = false;
+            if !rollback {
+                self.last_write = Some(Instant::now());
+            }
         }
         // Keep the connection for the next statement when it may ask about this one
         // (ROW_COUNT(), FOUND_ROWS(), SHOW WARNINGS).

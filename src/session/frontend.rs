@@ -248,6 +248,7 @@ async fn login_inner(
         stmts: Default::default(),
         last_write: None,
         last_gtid: None,
+        txn_wrote: false,
         answered: false,
         script: None,
         script_backend: login_backend,

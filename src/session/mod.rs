@@ -190,6 +190,8 @@ pub(crate) struct Session {
     /// When the session last wrote without the server reporting the write's GTID (the
     /// read-your-writes window stands in for the GTID then).
     pub last_write: Option<Instant>,
+    /// The open transaction wrote (whether that needs read-your-writes depends on its end).
+    pub txn_wrote: bool,
     /// The GTID position of the session's writes: reads must see it (consistency = "session").
     pub last_gtid: Option<crate::backend::gtid::GtidPos>,
     /// Some of the current command's response reached the client (it cannot be retried).

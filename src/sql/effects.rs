@@ -37,6 +37,8 @@ pub struct Effects {
     pub writes: bool,
     /// SELECT SQL_CALC_FOUND_ROWS: FOUND_ROWS() will ask its server.
     pub calc_found_rows: bool,
+    /// ROLLBACK of the whole transaction (not to a savepoint): its writes never happened.
+    pub rollback: bool,
 }
 
 const WRITES: &[&str] = &[
@@ -125,6 +127,9 @@ pub fn statement_effects(sql: &[u8], toks: &[&Token], e: &mut Effects) {
                 }
             }
         }
+    }
+    if first.is(sql, "ROLLBACK") && !toks.iter().any(|t| t.is(sql, "TO")) {
+        e.rollback = true;
     }
     if first.is(sql, "XA") {
         if word(sql, at(1), "START") || word(sql, at(1), "BEGIN") {
@@ -241,6 +246,9 @@ mod tests {
         assert!(effects("SELECT @a := 2").assigns_user_vars);
         assert!(!effects("SELECT @a").assigns_user_vars);
         assert!(effects("XA START 'x'").xa_start);
+        assert!(effects("ROLLBACK").rollback);
+        assert!(effects("rollback work").rollback);
+        assert!(!effects("ROLLBACK TO SAVEPOINT a").rollback);
         assert!(effects("START TRANSACTION READ ONLY").read_only_transaction);
         assert!(effects("PREPARE s FROM 'SELECT 1'").untracked.is_some());
     }
