@@ -3,6 +3,7 @@
 //! backends with credentials it holds. `protocol` and `sql` know the wire and the language;
 //! `session` is one client's life; `backend` opens server connections; `server` runs it all.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod logging;

@@ -86,6 +86,15 @@ async fn accept_loop(
             "cannot reach the primary yet ({e}); clients will get an error until it is up"
         ),
     }
+    if let Some(admin) = config.admin_address {
+        let l = listen(admin).map_err(|source| ServerError::Listen {
+            addr: admin,
+            source,
+        })?;
+        let bound = l.local_addr().unwrap_or(admin);
+        tracing::info!(address = %bound, "admin interface listening");
+        tokio::spawn(crate::admin::serve(shared.clone(), l));
+    }
     tracing::info!(address = %local, workers = workers.len(), "weiche {} listening", env!("CARGO_PKG_VERSION"));
     let mut next = 0usize;
     let shutdown = shutdown_signal();

@@ -33,7 +33,7 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub replicas: Vec<String>,
-    /// Lua script (mysql-proxy API). Not available in this version: Weiche refuses to start.
+    /// Lua script (mysql-proxy 0.8 API; see docs/lua.md). Reloaded when the file changes.
     #[arg(short = 's', long = "proxy-lua-script", value_name = "FILE")]
     pub lua_script: Option<PathBuf>,
     /// Seconds to wait for a backend connection [default: 5].
@@ -70,7 +70,7 @@ pub struct Cli {
     /// Password for the admin interface.
     #[arg(long = "admin-password", value_name = "PASSWORD")]
     pub admin_password: Option<String>,
-    /// Lua script for the admin interface. Not available in this version.
+    /// Lua script for the admin interface (its read_query answers admin queries).
     #[arg(long = "admin-lua-script", value_name = "FILE")]
     pub admin_lua_script: Option<PathBuf>,
 
@@ -112,10 +112,10 @@ pub struct Cli {
     /// Worker threads [default: the number of CPUs].
     #[arg(long = "event-threads", value_name = "N")]
     pub event_threads: Option<usize>,
-    /// Accepted for mysql-proxy compatibility (used by Lua scripting).
+    /// More Lua module paths (package.path entries, ';'-separated).
     #[arg(long = "lua-path", value_name = "PATH")]
     pub lua_path: Option<String>,
-    /// Accepted for mysql-proxy compatibility (used by Lua scripting).
+    /// More Lua C module paths (package.cpath entries).
     #[arg(long = "lua-cpath", value_name = "PATH")]
     pub lua_cpath: Option<String>,
     /// Same as --help.
@@ -261,10 +261,8 @@ impl LoadedConfig {
     }
 
     fn build(cli: Cli, file: FileConfig) -> Result<LoadedConfig, ConfigError> {
-        let mut warnings = Vec::new();
-        if cli.admin_lua_script.is_some() {
-            return Err(invalid("--admin-lua-script: the admin interface is not available in this version of Weiche yet"));
-        }
+        let warnings = Vec::new();
+        let admin_script = cli.admin_lua_script.clone().or(file.admin.script.clone());
         let script = match cli.lua_script.clone().or(file.proxy.script.clone()) {
             Some(path) => {
                 if !path.is_file() {
@@ -385,6 +383,10 @@ impl LoadedConfig {
         let admin_address = cli.admin_address.or(file.admin.address);
         let admin_user = cli.admin_username.or(file.admin.username);
         let admin_password = cli.admin_password.or(file.admin.password);
+        // The admin port is on when an address or credentials are given; on 127.0.0.1:4041 (as
+        // mysql-proxy) unless an address says otherwise.
+        let wanted = admin_address.is_some() || admin_user.is_some() || admin_password.is_some();
+        let admin_address = admin_address.or_else(|| wanted.then(|| "127.0.0.1:4041".to_string()));
         let (admin_address, admin) = match admin_address {
             Some(a) => {
                 let addr = parse_socket_addr("admin address", &a)?;
@@ -398,13 +400,24 @@ impl LoadedConfig {
                         "the admin user name and password must not be empty",
                     ));
                 }
-                warnings.push(format!(
-                    "the admin interface is not available in this version; {addr} is not served"
-                ));
                 (Some(addr), Some(Credentials { user, password }))
             }
             None => (None, None),
         };
+
+        if let Some(p) = &admin_script {
+            if admin.is_none() {
+                return Err(invalid(
+                    "--admin-lua-script needs the admin interface (--admin-username and --admin-password)",
+                ));
+            }
+            if !p.is_file() {
+                return Err(invalid(format!(
+                    "admin Lua script {} does not exist or is not a file",
+                    p.display()
+                )));
+            }
+        }
 
         let connect_timeout = secs(
             "proxy connect timeout",
@@ -460,6 +473,7 @@ impl LoadedConfig {
                 pool,
                 rules,
                 script,
+                admin_script,
             },
             warnings,
             daemon: cli.daemon,

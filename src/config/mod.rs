@@ -99,6 +99,8 @@ pub struct FileAdmin {
     pub address: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A Lua script for admin queries (--admin-lua-script).
+    pub script: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +194,8 @@ pub struct Config {
     pub pool: Pooling,
     pub rules: Vec<Rule>,
     pub script: Option<Scripting>,
+    /// The admin port's Lua script (runs with the proxy script's settings).
+    pub admin_script: Option<PathBuf>,
 }
 
 /// The Lua script and how it runs.

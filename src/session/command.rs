@@ -63,7 +63,10 @@ pub(crate) async fn run(s: &mut Session) {
                 return;
             }
         };
-        match dispatch(s, cmd).await {
+        handle.begin(&cmd.payload);
+        let next = dispatch(s, cmd).await;
+        handle.end();
+        match next {
             Ok(Next::Continue) => {}
             Ok(Next::Close) => return,
             Err(RelayError::Client(e)) => {

@@ -256,6 +256,11 @@ async fn login_inner(
         local_addr,
         peer_name: peer.to_string(),
     };
+    session.handle.set_info(
+        peer.to_string(),
+        session.user.clone(),
+        String::from_utf8_lossy(session.state.schema.as_deref().unwrap_or_default()).into_owned(),
+    );
     let result = session.connect_primary().await;
     let mut packets = vec![match &result {
         Ok(()) => ok_payload(0, status::AUTOCOMMIT),

@@ -12,6 +12,34 @@ pub struct SessionHandle {
     server: Mutex<Option<(String, u32)>>,
     /// Woken by KILL CONNECTION: the session closes its client.
     pub killed: Notify,
+    /// Client address, user, database: set at login, for the admin port's SHOW SESSIONS.
+    info: Mutex<(String, String, String)>,
+    /// The command running now: since when, and its first bytes.
+    busy: Mutex<Busy>,
+}
+
+/// A command in progress (no allocation per command: the text is cut to a fixed buffer).
+#[derive(Debug, Clone, Copy)]
+pub struct Busy {
+    pub since: Option<std::time::Instant>,
+    text: [u8; 64],
+    len: u8,
+}
+
+impl Default for Busy {
+    fn default() -> Self {
+        Busy {
+            since: None,
+            text: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl Busy {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.text[..usize::from(self.len)]).into_owned()
+    }
 }
 
 impl SessionHandle {
@@ -23,6 +51,41 @@ impl SessionHandle {
 
     pub fn server(&self) -> Option<(String, u32)> {
         self.server.lock().ok().and_then(|s| s.clone())
+    }
+
+    pub fn set_info(&self, client: String, user: String, db: String) {
+        if let Ok(mut i) = self.info.lock() {
+            *i = (client, user, db);
+        }
+    }
+
+    pub fn info(&self) -> (String, String, String) {
+        self.info.lock().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    /// A command starts: remember its first bytes (a query's text).
+    pub fn begin(&self, payload: &[u8]) {
+        if let Ok(mut b) = self.busy.lock() {
+            let text = match payload.split_first() {
+                Some((&3, sql)) => sql,
+                Some((code, _)) => std::slice::from_ref(code),
+                None => &[],
+            };
+            let n = text.len().min(b.text.len());
+            b.text[..n].copy_from_slice(&text[..n]);
+            b.len = n as u8;
+            b.since = Some(std::time::Instant::now());
+        }
+    }
+
+    pub fn end(&self) {
+        if let Ok(mut b) = self.busy.lock() {
+            b.since = None;
+        }
+    }
+
+    pub fn busy(&self) -> Busy {
+        self.busy.lock().map(|b| *b).unwrap_or_default()
     }
 }
 
@@ -49,6 +112,17 @@ impl Registry {
 
     pub fn get(&self, id: u32) -> Option<Arc<SessionHandle>> {
         self.sessions.lock().ok().and_then(|m| m.get(&id).cloned())
+    }
+
+    /// Every live session, by id.
+    pub fn list(&self) -> Vec<(u32, Arc<SessionHandle>)> {
+        let mut v: Vec<(u32, Arc<SessionHandle>)> = self
+            .sessions
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default();
+        v.sort_by_key(|(k, _)| *k);
+        v
     }
 
     pub fn len(&self) -> usize {

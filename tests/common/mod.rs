@@ -73,6 +73,11 @@ impl Weiche {
 
     /// Start Weiche with replicas and a Lua script (`-s`), plus `extra` flags.
     pub fn start_script(script: &str, extra: &[&str]) -> Weiche {
+        Self::start_script_or_flags(Some(script), extra)
+    }
+
+    /// Start Weiche with replicas, the monitor, an optional Lua script and `extra` flags.
+    pub fn start_script_or_flags(script: Option<&str>, extra: &[&str]) -> Weiche {
         let user = format!("{}:{}", app_user(), app_password());
         let replicas = replicas().join(",");
         let primary = primary();
@@ -87,9 +92,10 @@ impl Weiche {
             "root:",
             "--monitor-user",
             "monitor:monitor-secret",
-            "-s",
-            script,
         ];
+        if let Some(s) = script {
+            args.extend(["-s", s]);
+        }
         args.extend_from_slice(extra);
         Self::start_with(&args)
     }
@@ -158,7 +164,8 @@ impl Weiche {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let log = self.log_text();
-            if let Some(line) = log.lines().find(|l| l.contains("listening")) {
+            let proxy_line = |l: &&str| l.contains("listening") && !l.contains("admin interface");
+            if let Some(line) = log.lines().find(proxy_line) {
                 if let Some(port) = line
                     .split("address=127.0.0.1:")
                     .nth(1)

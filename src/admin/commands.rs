@@ -1,0 +1,342 @@
+//! The admin port's commands and their answers (text result sets, OK or ERR payloads).
+
+use crate::protocol::constants::{errcode, status};
+use crate::protocol::resultset::{text_result, TYPE_VAR_STRING};
+use crate::protocol::{err_payload, ok_payload, ErrPacket};
+use crate::route::{State, Writer};
+use crate::session::Shared;
+use bytes::BytesMut;
+use std::time::SystemTime;
+
+/// (command, what it does) for `SELECT * FROM help` and the unknown-command error.
+const HELP: &[(&str, &str)] = &[
+    (
+        "SELECT * FROM backends",
+        "each backend: address, state, role, lag, GTID position, queries",
+    ),
+    ("SELECT * FROM help", "this list"),
+    (
+        "SHOW SESSIONS",
+        "client sessions: user, database, backend, current command and its age",
+    ),
+    (
+        "SET BACKEND 'host:port' OFFLINE",
+        "no new work for the backend; what runs finishes",
+    ),
+    (
+        "SET BACKEND 'host:port' DRAIN",
+        "the same as OFFLINE: pinned sessions finish their work",
+    ),
+    (
+        "SET BACKEND 'host:port' ONLINE",
+        "the backend takes work again (when its checks pass)",
+    ),
+    ("KILL SESSION n", "close client session n"),
+    (
+        "EXPLAIN ROUTE statement",
+        "where the statement would go for a new session, and why",
+    ),
+];
+
+fn table(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Vec<BytesMut> {
+    let cols: Vec<(&[u8], u8)> = columns
+        .iter()
+        .map(|c| (c.as_bytes(), TYPE_VAR_STRING))
+        .collect();
+    let rows: Vec<Vec<Option<Vec<u8>>>> = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|v| v.map(String::into_bytes)).collect())
+        .collect();
+    text_result(&cols, &rows, false, status::AUTOCOMMIT)
+}
+
+fn err(code: u16, msg: impl Into<String>) -> Vec<BytesMut> {
+    vec![err_payload(&ErrPacket::new(code, "HY000", msg))]
+}
+
+fn ok(affected: u64) -> Vec<BytesMut> {
+    vec![ok_payload(affected, status::AUTOCOMMIT)]
+}
+
+/// Collapse whitespace, drop a trailing `;`.
+fn normalize(sql: &str) -> String {
+    sql.trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The answer to one admin query.
+pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
+    let q = normalize(sql);
+    let upper = q.to_ascii_uppercase();
+    match upper.as_str() {
+        "SELECT * FROM BACKENDS" => return backends(shared),
+        "SELECT * FROM HELP" => {
+            return table(
+                &["command", "description"],
+                HELP.iter()
+                    .map(|(c, d)| vec![Some(c.to_string()), Some(d.to_string())])
+                    .collect(),
+            )
+        }
+        "SHOW SESSIONS" => return sessions(shared),
+        // What the mariadb CLI asks when it connects.
+        "SELECT @@VERSION_COMMENT LIMIT 1" => {
+            return table(
+                &["@@version_comment"],
+                vec![vec![Some("Weiche admin".into())]],
+            )
+        }
+        "SHOW QUERY DIGESTS" | "SHOW POOLS" | "SHOW CACHE" | "RELOAD CONFIG" | "FLUSH CACHE" => {
+            return err(
+                errcode::ER_NOT_SUPPORTED_YET,
+                format!("{q}: not available in this version of Weiche yet"),
+            )
+        }
+        _ => {}
+    }
+    if upper.starts_with("SELECT @@") {
+        return variables(&q);
+    }
+    if let Some(rest) = upper.strip_prefix("SET BACKEND ") {
+        return set_backend(shared, &q["SET BACKEND ".len()..], rest);
+    }
+    if let Some(n) = upper.strip_prefix("KILL SESSION ") {
+        return match n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .and_then(|id| shared.registry.get(id))
+        {
+            Some(h) => {
+                h.killed.notify_one();
+                ok(1)
+            }
+            None => err(
+                errcode::ER_NO_SUCH_THREAD,
+                format!("Unknown session id: {}", n.trim()),
+            ),
+        };
+    }
+    if upper.starts_with("EXPLAIN ROUTE ") {
+        return explain_route(shared, &q["EXPLAIN ROUTE ".len()..]);
+    }
+    let list: Vec<&str> = HELP.iter().map(|(c, _)| *c).collect();
+    err(
+        errcode::ER_UNKNOWN_COM,
+        format!(
+            "unknown admin command '{q}'; the commands are: {}",
+            list.join("; ")
+        ),
+    )
+}
+
+/// `SELECT @@a, @@b`: what client libraries ask when they connect, answered with defaults.
+fn variables(q: &str) -> Vec<BytesMut> {
+    let names: Vec<&str> = q["SELECT ".len()..]
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|n| n.starts_with("@@"))
+        .collect();
+    let value = |n: &str| -> Option<String> {
+        match n.trim_start_matches("@@").to_ascii_lowercase().as_str() {
+            "max_allowed_packet" => Some("16777216".into()),
+            "wait_timeout" | "interactive_timeout" => Some("28800".into()),
+            "version_comment" => Some("Weiche admin".into()),
+            "version" => Some(format!("5.5.5-weiche-admin-{}", env!("CARGO_PKG_VERSION"))),
+            "autocommit" => Some("1".into()),
+            _ => None,
+        }
+    };
+    let row = names.iter().map(|n| value(n)).collect();
+    table(&names, vec![row])
+}
+
+fn backends(shared: &Shared) -> Vec<BytesMut> {
+    let t = &shared.backends;
+    let order = ordered(shared);
+    let writer = t.writer();
+    let rows = order
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            let b = &t.backends[i];
+            let r = t.report_of(i);
+            let state = t.state(i);
+            let up = state == State::Up;
+            let ty = if t.role(i) == crate::config::Role::Primary {
+                "rw"
+            } else {
+                "ro"
+            };
+            let ago = r
+                .last_check
+                .and_then(|c| SystemTime::now().duration_since(c).ok());
+            let is_writer = matches!(writer, Writer::One(w) if w == i);
+            vec![
+                Some((n + 1).to_string()),
+                Some(b.address.clone()),
+                Some(if up { "up" } else { "down" }.to_string()),
+                Some(ty.to_string()),
+                None,
+                Some(
+                    b.outstanding
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .to_string(),
+                ),
+                Some(if is_writer {
+                    "primary".to_string()
+                } else {
+                    t.role(i).as_str().to_string()
+                }),
+                Some(state.as_str().to_string()),
+                Some(b.weight.to_string()),
+                r.lag_seconds.map(|l| format!("{l:.3}")),
+                r.lag_transactions.map(|l| l.to_string()),
+                r.position.clone(),
+                ago.map(|a| format!("{:.3}", a.as_secs_f64())),
+                Some(r.detail.clone()),
+                Some(r.transitions.to_string()),
+                Some(
+                    b.served
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .to_string(),
+                ),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "backend_ndx",
+            "address",
+            "state",
+            "type",
+            "uuid",
+            "connected_clients",
+            "role",
+            "weiche_state",
+            "weight",
+            "lag_seconds",
+            "lag_transactions",
+            "gtid_position",
+            "last_check_seconds_ago",
+            "detail",
+            "transitions",
+            "queries",
+        ],
+        rows,
+    )
+}
+
+/// Backend indexes as mysql-proxy numbered them: primaries first, then replicas.
+fn ordered(shared: &Shared) -> Vec<usize> {
+    let t = &shared.backends;
+    let mut v: Vec<usize> = (0..t.backends.len()).collect();
+    v.sort_by_key(|&i| {
+        (
+            t.backends[i].configured_role != crate::config::Role::Primary,
+            i,
+        )
+    });
+    v
+}
+
+fn sessions(shared: &Shared) -> Vec<BytesMut> {
+    let rows = shared
+        .registry
+        .list()
+        .into_iter()
+        .map(|(id, h)| {
+            let (client, user, db) = h.info();
+            let busy = h.busy();
+            vec![
+                Some(id.to_string()),
+                Some(client),
+                Some(user),
+                Some(db),
+                h.server().map(|(a, t)| format!("{a} thread {t}")),
+                busy.since.map(|_| busy.text()),
+                busy.since
+                    .map(|s| format!("{:.3}", s.elapsed().as_secs_f64())),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "id", "client", "user", "db", "backend", "command", "seconds",
+        ],
+        rows,
+    )
+}
+
+fn set_backend(shared: &Shared, original: &str, upper: &str) -> Vec<BytesMut> {
+    let Some((target, action)) = original.rsplit_once(' ') else {
+        return err(
+            errcode::ER_UNKNOWN_COM,
+            "SET BACKEND 'host:port' OFFLINE | ONLINE | DRAIN",
+        );
+    };
+    let _ = upper;
+    let target = target
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"' || c == '`');
+    let t = &shared.backends;
+    let index = match target.parse::<usize>() {
+        Ok(n) => ordered(shared).get(n.wrapping_sub(1)).copied(),
+        Err(_) => t.find(target),
+    };
+    let Some(i) = index else {
+        return err(errcode::ER_UNKNOWN_COM, format!("no backend '{target}'"));
+    };
+    match action.to_ascii_uppercase().as_str() {
+        "OFFLINE" | "DRAIN" => {
+            t.set_state(i, State::Offline, "set by an operator");
+            tracing::warn!(backend = %t.backends[i].address, "taken offline from the admin port");
+        }
+        // The monitor's next check decides whether it is up, lagging or down.
+        "ONLINE" => {
+            t.set_state(i, State::Up, "set online by an operator");
+            tracing::warn!(backend = %t.backends[i].address, "put online from the admin port");
+        }
+        other => {
+            return err(
+                errcode::ER_UNKNOWN_COM,
+                format!("'{other}': say OFFLINE, ONLINE or DRAIN"),
+            );
+        }
+    }
+    ok(1)
+}
+
+fn explain_route(shared: &Shared, sql: &str) -> Vec<BytesMut> {
+    let config = shared.config();
+    let analysis = crate::sql::analyze(sql.as_bytes());
+    let ctx = crate::route::Context {
+        user: "",
+        schema: None,
+        recent_write: false,
+        consistency: config.routing.consistency,
+        session_position: None,
+        avoid: None,
+    };
+    let rows = match crate::route::decide(
+        &config,
+        &shared.backends,
+        &analysis.class,
+        sql.as_bytes(),
+        &ctx,
+    ) {
+        Ok(r) => {
+            let target = match r.destination {
+                crate::route::Destination::Backend(i) => {
+                    shared.backends.backends[i].address.clone()
+                }
+                crate::route::Destination::Current => "current connection".into(),
+            };
+            vec![vec![Some(target), Some(r.reason.into_owned())]]
+        }
+        Err(e) => vec![vec![None, Some(e.to_string())]],
+    };
+    table(&["target", "reason"], rows)
+}

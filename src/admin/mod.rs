@@ -1,0 +1,199 @@
+//! The admin port: a MySQL-protocol listener (mysql-proxy's admin plugin) for operators. Log in
+//! with the admin credentials; then `SELECT * FROM backends`, `SHOW SESSIONS`, `SET BACKEND ...
+//! OFFLINE | ONLINE | DRAIN`, `KILL SESSION n` and the rest (`SELECT * FROM help` lists them).
+//! An admin Lua script, when configured, sees each query first (its `read_query`), sharing
+//! `proxy.global` with the proxy scripts.
+
+mod commands;
+
+use crate::config::{Config, Credentials, Scripting};
+use crate::protocol::auth::{self, NATIVE_PASSWORD};
+use crate::protocol::constants::{cap, errcode, status, MAX_CHUNK};
+use crate::protocol::handshake::{Greeting, HandshakeResponse};
+use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
+use crate::script::{ConnView, Decision, ScriptHandle};
+use crate::session::Shared;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Admin connections get ids from here (apart from the proxy's).
+const FIRST_ADMIN_ID: u32 = 1;
+
+/// Serve the admin port until the process ends.
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let mut next = FIRST_ADMIN_ID;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let shared = shared.clone();
+                let id = next;
+                next = next.wrapping_add(1).max(FIRST_ADMIN_ID);
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    if let Err(e) = connection(shared, stream, peer, id).await {
+                        if !e.is_disconnect() {
+                            tracing::warn!(client = %peer, "admin connection: {e}");
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("admin accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u32,
+) -> Result<(), ProtocolError> {
+    let config = shared.config();
+    let Some(creds) = config.admin.clone() else {
+        return Ok(());
+    };
+    let local = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut client = Framed::new(stream);
+    let scramble = auth::new_scramble();
+    let caps = cap::WEICHE_SERVER & !cap::SESSION_TRACK & !cap::DEPRECATE_EOF;
+    let mut buf = BytesMut::new();
+    Greeting {
+        server_version: format!("5.5.5-weiche-admin-{}", env!("CARGO_PKG_VERSION")).into_bytes(),
+        connection_id: id,
+        scramble: scramble.to_vec(),
+        capabilities: caps,
+        charset: 45,
+        status: status::AUTOCOMMIT,
+        auth_plugin: NATIVE_PASSWORD.to_vec(),
+    }
+    .encode(&mut buf);
+    client.send(0, &buf).await?;
+    let login = tokio::time::timeout(Duration::from_secs(10), client.read_packet(64 * 1024))
+        .await
+        .map_err(|_| ProtocolError::Closed)??;
+    let seq = login.seq.wrapping_add(1);
+    let resp = match HandshakeResponse::decode(&login.payload) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = ErrPacket::new(
+                errcode::ER_HANDSHAKE_ERROR,
+                "08S01",
+                format!("Bad handshake ({e})"),
+            );
+            client.send(seq, &err_payload(&err)).await?;
+            return Ok(());
+        }
+    };
+    let (answer, seq) = if resp.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD) == NATIVE_PASSWORD
+    {
+        (resp.auth_response.clone(), seq)
+    } else {
+        crate::session::switch_to_native(&mut client, seq, &scramble).await?
+    };
+    if !admin_password_ok(&creds, &resp.username, &scramble, &answer) {
+        tracing::warn!(client = %peer, "admin login refused for '{}'", String::from_utf8_lossy(&resp.username));
+        let err = crate::session::access_denied(&resp.username, &peer, !answer.is_empty());
+        client.send(seq, &err_payload(&err)).await?;
+        return Ok(());
+    }
+    client.send(seq, &ok_payload(0, status::AUTOCOMMIT)).await?;
+    tracing::info!(client = %peer, "admin logged in");
+    let mut script = open_script(&shared, &config, &peer, &local, &resp.username);
+    loop {
+        let cmd = match client.read_chunk(MAX_CHUNK).await {
+            Ok(c) => c,
+            Err(e) if e.is_disconnect() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let seq = cmd.seq.wrapping_add(1);
+        match cmd.payload.first() {
+            Some(1) => return Ok(()),
+            Some(14) => {
+                client.send(seq, &ok_payload(0, status::AUTOCOMMIT)).await?;
+                continue;
+            }
+            Some(3) => {}
+            _ => {
+                let err = ErrPacket::new(
+                    errcode::ER_UNKNOWN_COM,
+                    "08S01",
+                    "the admin port takes queries only",
+                );
+                client.send(seq, &err_payload(&err)).await?;
+                continue;
+            }
+        }
+        if let Some(h) = script.as_mut() {
+            let view = ConnView {
+                client_addr: peer.to_string().into(),
+                local_addr: local.clone().into(),
+                username: resp.username.clone().into(),
+                ..Default::default()
+            };
+            if let (Decision::SendResult(packets), _) =
+                h.read_query(&view, &cmd.payload, false, status::AUTOCOMMIT)
+            {
+                let mut s = seq;
+                for p in &packets {
+                    s = client.queue(s, p);
+                }
+                client.flush().await?;
+                continue;
+            }
+        }
+        let sql = String::from_utf8_lossy(&cmd.payload[1..]).into_owned();
+        let packets = commands::answer(&shared, &sql);
+        let mut s = seq;
+        for p in &packets {
+            s = client.queue(s, p);
+        }
+        client.flush().await?;
+    }
+}
+
+fn admin_password_ok(creds: &Credentials, user: &[u8], scramble: &[u8], answer: &[u8]) -> bool {
+    let stage2 = auth::stage2(&auth::stage1(creds.password.as_bytes()));
+    user == creds.user.as_bytes() && auth::native_verify(scramble, answer, &stage2).is_some()
+}
+
+/// The admin Lua script for this connection, when one is configured.
+fn open_script(
+    shared: &Shared,
+    config: &Config,
+    peer: &SocketAddr,
+    local: &str,
+    user: &[u8],
+) -> Option<ScriptHandle> {
+    let path = config.admin_script.clone()?;
+    let scripting = Scripting {
+        path,
+        lua_path: config.script.as_ref().and_then(|s| s.lua_path.clone()),
+        lua_cpath: config.script.as_ref().and_then(|s| s.lua_cpath.clone()),
+        instruction_limit: config
+            .script
+            .as_ref()
+            .map_or(10_000_000, |s| s.instruction_limit),
+    };
+    let view = ConnView {
+        client_addr: peer.to_string().into(),
+        local_addr: local.to_string().into(),
+        username: user.to_vec().into(),
+        ..Default::default()
+    };
+    match ScriptHandle::open(&scripting, shared.backends.clone(), &view) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!("admin Lua script: {e}; the built-in commands answer");
+            None
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The admin port against the sandbox: login, SELECT * FROM backends with the monitor's view,
+//! SET BACKEND ... OFFLINE / ONLINE steering real reads, SHOW SESSIONS, KILL SESSION, the help
+//! and the error for unknown commands, and an admin Lua script sharing proxy.global.
+
+mod common;
+
+use common::{opts, primary, replicas, Weiche};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row};
+use std::time::Duration;
+
+const ADMIN: &[&str] = &[
+    "--admin-address",
+    "127.0.0.1:0",
+    "--admin-username",
+    "admin",
+    "--admin-password",
+    "admin-secret",
+];
+
+fn admin_port(w: &Weiche) -> u16 {
+    let log = w.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("admin interface listening"))
+        .expect("admin listening line");
+    line.split("address=127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("admin port")
+}
+
+fn admin_opts(port: u16, password: &str) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("admin"))
+        .pass(Some(password))
+        .prefer_socket(false)
+        .max_allowed_packet(Some(16 << 20))
+        .wait_timeout(Some(28800))
+        .into()
+}
+
+fn port(addr: &str) -> u16 {
+    common::host_port(addr).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_and_steer_the_backends() {
+    let w = Weiche::start_script_or_flags(None, ADMIN);
+    let admin = admin_port(&w);
+    let bad = Conn::new(admin_opts(admin, "wrong")).await;
+    assert!(bad.is_err(), "a wrong admin password is refused");
+    let mut a = Conn::new(admin_opts(admin, "admin-secret"))
+        .await
+        .expect("admin login");
+
+    let rows: Vec<Row> = a.query("SELECT * FROM backends").await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let col = |r: &Row, name: &str| -> Option<String> {
+        let i = r
+            .columns_ref()
+            .iter()
+            .position(|c| c.name_str() == name)
+            .expect(name);
+        r.get::<Option<String>, _>(i).flatten()
+    };
+    assert_eq!(
+        col(&rows[0], "address").as_deref(),
+        Some(primary().as_str())
+    );
+    assert_eq!(col(&rows[0], "role").as_deref(), Some("primary"));
+    assert_eq!(col(&rows[0], "type").as_deref(), Some("rw"));
+    for r in &rows[1..] {
+        assert_eq!(col(r, "role").as_deref(), Some("replica"));
+        assert_eq!(col(r, "weiche_state").as_deref(), Some("up"));
+        assert!(col(r, "gtid_position").is_some_and(|p| p.contains('-')));
+        assert!(col(r, "lag_seconds").is_some());
+    }
+
+    // OFFLINE steers real reads away, and the monitor does not undo it.
+    let r1 = replicas()[0].clone();
+    a.query_drop(format!("SET BACKEND '{r1}' OFFLINE"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut c = Conn::new(opts(&w.addr())).await.unwrap();
+    for _ in 0..20 {
+        let at: u16 = c.query_first("SELECT @@port").await.unwrap().unwrap();
+        assert_ne!(at, port(&r1), "a read went to the offline replica");
+    }
+    let rows: Vec<Row> = a.query("SELECT * FROM backends").await.unwrap();
+    assert_eq!(col(&rows[1], "weiche_state").as_deref(), Some("offline"));
+    a.query_drop(format!("SET BACKEND '{r1}' ONLINE"))
+        .await
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..40 {
+        let at: u16 = c.query_first("SELECT @@port").await.unwrap().unwrap();
+        seen |= at == port(&r1);
+    }
+    assert!(seen, "the replica is back in rotation");
+
+    // Sessions, and killing one.
+    let sessions: Vec<Row> = a.query("SHOW SESSIONS").await.unwrap();
+    let mine = sessions
+        .iter()
+        .find(|r| col(r, "user").as_deref() == Some("app"))
+        .expect("the app session");
+    assert_eq!(col(mine, "db").as_deref(), Some("weiche"));
+    let id = col(mine, "id").unwrap();
+    a.query_drop(format!("KILL SESSION {id}")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        c.query_drop("SELECT 1").await.is_err(),
+        "the killed session is gone"
+    );
+
+    // Help and unknown commands.
+    let help: Vec<(String, String)> = a.query("SELECT * FROM help").await.unwrap();
+    assert!(help.iter().any(|(c, _)| c.starts_with("SET BACKEND")));
+    let err = a.query_drop("FROBNICATE").await.unwrap_err().to_string();
+    assert!(
+        err.contains("the commands are: SELECT * FROM backends"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_script_shares_proxy_global_with_the_proxy_script() {
+    let admin_script = format!("{}/tests/lua/admin.lua", env!("CARGO_MANIFEST_DIR"));
+    let counter = format!("{}/examples/querycounter.lua", env!("CARGO_MANIFEST_DIR"));
+    let mut flags: Vec<&str> = ADMIN.to_vec();
+    flags.extend(["--admin-lua-script", admin_script.as_str()]);
+    let w = Weiche::start_script_or_flags(Some(&counter), &flags);
+    let mut c = Conn::new(opts(&w.addr())).await.unwrap();
+    for _ in 0..3 {
+        c.query_drop("DO 1").await.unwrap();
+    }
+    let mut a = Conn::new(admin_opts(admin_port(&w), "admin-secret"))
+        .await
+        .unwrap();
+    let n: Option<u64> = a.query_first("SHOW COUNTER").await.unwrap();
+    assert!(n.unwrap_or(0) >= 3, "{n:?}");
+    // Built-in commands still answer.
+    let rows: Vec<Row> = a.query("SELECT * FROM backends").await.unwrap();
+    assert_eq!(rows.len(), 3);
+}
