@@ -95,6 +95,12 @@ async fn accept_loop(
         tracing::info!(address = %bound, "admin interface listening");
         tokio::spawn(crate::admin::serve(shared.clone(), l));
     }
+    if let Some(http) = config.http_address {
+        let l = listen(http).map_err(|source| ServerError::Listen { addr: http, source })?;
+        let bound = l.local_addr().unwrap_or(http);
+        tracing::info!(address = %bound, "http interface listening (/metrics, /health)");
+        tokio::spawn(crate::admin::http::serve(shared.clone(), l));
+    }
     tracing::info!(address = %local, workers = workers.len(), "weiche {} listening", env!("CARGO_PKG_VERSION"));
     let mut next = 0usize;
     let shutdown = shutdown_signal();

@@ -19,11 +19,15 @@ const ADMIN: &[&str] = &[
 ];
 
 fn admin_port(w: &Weiche) -> u16 {
+    listening_port(w, "admin interface listening")
+}
+
+fn listening_port(w: &Weiche, what: &str) -> u16 {
     let log = w.log_text();
     let line = log
         .lines()
-        .find(|l| l.contains("admin interface listening"))
-        .expect("admin listening line");
+        .find(|l| l.contains(what))
+        .expect("listening line");
     line.split("address=127.0.0.1:")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
@@ -147,4 +151,87 @@ async fn an_admin_script_shares_proxy_global_with_the_proxy_script() {
     // Built-in commands still answer.
     let rows: Vec<Row> = a.query("SELECT * FROM backends").await.unwrap();
     assert_eq!(rows.len(), 3);
+}
+
+/// GET a path from the HTTP listener: (status code, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_over_http() {
+    let w = Weiche::start_script_or_flags(None, &["--http-address", "127.0.0.1:0"]);
+    let http = listening_port(&w, "http interface listening");
+    let mut c = Conn::new(opts(&w.addr())).await.unwrap();
+    for _ in 0..5 {
+        let _: Option<u32> = c.query_first("SELECT 1").await.unwrap();
+    }
+    let (code, body) = http_get(http, "/metrics");
+    assert_eq!(code, 200);
+    let p = primary();
+    assert!(
+        body.contains(&format!(
+            "weiche_backend_up{{backend=\"{p}\",role=\"primary\"}} 1"
+        )),
+        "{body}"
+    );
+    let served: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("weiche_backend_queries_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(served >= 5, "{body}");
+    assert!(body.contains("weiche_primary_available 1"));
+    assert!(body.contains("weiche_sessions 1"));
+    let (code, body) = http_get(http, "/health");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"writes\":true") && body.contains(&format!("\"primary\":\"{p}\"")),
+        "{body}"
+    );
+    assert_eq!(http_get(http, "/nothing").0, 404);
+
+    // A Weiche whose primary is unreachable says so with 503.
+    let user = format!("{}:{}", common::app_user(), common::app_password());
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let w = Weiche::start_with(&[
+        "-b",
+        &dead,
+        "--user",
+        &user,
+        "--http-address",
+        "127.0.0.1:0",
+        "--monitor-user",
+        "monitor:monitor-secret",
+    ]);
+    let http = listening_port(&w, "http interface listening");
+    let mut last = (0, String::new());
+    for _ in 0..50 {
+        last = http_get(http, "/health");
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert!(
+        last.1.contains("\"writes\":false") && last.1.contains("is down"),
+        "{}",
+        last.1
+    );
 }

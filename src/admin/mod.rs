@@ -2,9 +2,10 @@
 //! with the admin credentials; then `SELECT * FROM backends`, `SHOW SESSIONS`, `SET BACKEND ...
 //! OFFLINE | ONLINE | DRAIN`, `KILL SESSION n` and the rest (`SELECT * FROM help` lists them).
 //! An admin Lua script, when configured, sees each query first (its `read_query`), sharing
-//! `proxy.global` with the proxy scripts.
+//! `proxy.global` with the proxy scripts. `http` serves /metrics and /health.
 
 mod commands;
+pub mod http;
 
 use crate::config::{Config, Credentials, Scripting};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};

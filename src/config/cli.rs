@@ -70,6 +70,9 @@ pub struct Cli {
     /// Password for the admin interface.
     #[arg(long = "admin-password", value_name = "PASSWORD")]
     pub admin_password: Option<String>,
+    /// Address of the HTTP listener for /metrics (Prometheus) and /health.
+    #[arg(long = "http-address", value_name = "HOST:PORT")]
+    pub http_address: Option<String>,
     /// Lua script for the admin interface (its read_query answers admin queries).
     #[arg(long = "admin-lua-script", value_name = "FILE")]
     pub admin_lua_script: Option<PathBuf>,
@@ -158,6 +161,7 @@ impl Cli {
             admin_username: self.admin_username.or(other.admin_username),
             admin_password: self.admin_password.or(other.admin_password),
             admin_lua_script: self.admin_lua_script.or(other.admin_lua_script),
+            http_address: self.http_address.or(other.http_address),
             user: v(self.user, other.user),
             monitor_user: self.monitor_user.or(other.monitor_user),
             daemon: self.daemon || other.daemon,
@@ -405,6 +409,10 @@ impl LoadedConfig {
             None => (None, None),
         };
 
+        let http_address = match cli.http_address.clone().or(file.http.address.clone()) {
+            Some(a) => Some(parse_socket_addr("http address", &a)?),
+            None => None,
+        };
         if let Some(p) = &admin_script {
             if admin.is_none() {
                 return Err(invalid(
@@ -464,6 +472,7 @@ impl LoadedConfig {
                 monitoring,
                 admin_address,
                 admin,
+                http_address,
                 connect_timeout,
                 max_packet_size,
                 log_level,

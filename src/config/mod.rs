@@ -52,6 +52,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub log: FileLog,
     #[serde(default)]
+    pub http: FileHttp,
+    #[serde(default)]
     pub routing: routing::FileRouting,
     #[serde(default)]
     pub pool: routing::FilePool,
@@ -101,6 +103,13 @@ pub struct FileAdmin {
     pub password: Option<String>,
     /// A Lua script for admin queries (--admin-lua-script).
     pub script: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp {
+    /// Where /metrics and /health are served (--http-address).
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +193,8 @@ pub struct Config {
     pub monitoring: Monitoring,
     pub admin_address: Option<SocketAddr>,
     pub admin: Option<Credentials>,
+    /// The HTTP listener for /metrics and /health.
+    pub http_address: Option<SocketAddr>,
     pub connect_timeout: Duration,
     /// The largest command a client may send, in bytes (all its packets together).
     pub max_packet_size: usize,

@@ -249,6 +249,11 @@ impl BackendTable {
         lock(&self.backends[i].live.known).merge(pos);
     }
 
+    /// A backend that is up and known to have applied `pos` (when no primary can serve).
+    pub fn applied_somewhere(&self, pos: &GtidPos) -> Option<usize> {
+        (0..self.backends.len()).find(|&i| self.state(i) == State::Up && self.has_applied(i, pos))
+    }
+
     /// The monitor read backend `i`'s position.
     pub fn set_known(&self, i: usize, pos: GtidPos) {
         *lock(&self.backends[i].live.known) = pos;

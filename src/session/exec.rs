@@ -178,7 +178,7 @@ impl Session {
             Some(Wait::PrimaryNow) => match self.primary_position().await {
                 Some(p) => Some(p),
                 // The primary's position is unknown: only the primary is consistent.
-                None => return self.connect_to_primary(route, insert_id).await,
+                None => return self.connect_to_primary(route, insert_id, None).await,
             },
         };
         if self
@@ -187,23 +187,40 @@ impl Session {
         {
             return Ok(());
         }
-        self.connect_to_primary(route, insert_id).await
+        self.connect_to_primary(route, insert_id, position.as_ref())
+            .await
     }
 
+    /// The primary serves a read the replica could not serve consistently. Without one (it is
+    /// down, or two servers are writable), any backend known to have applied `need` will do.
     async fn connect_to_primary(
         &mut self,
         route: &Route,
         insert_id: bool,
+        need: Option<&GtidPos>,
     ) -> Result<(), ExecError> {
-        let primary = self.shared.backends.primary().map_err(|e| {
-            ExecError::Refused(ErrPacket::new(
-                errcode::CR_CONN_HOST_ERROR,
-                "HY000",
-                format!("Weiche: {e}"),
-            ))
-        })?;
+        let table = self.shared.backends.clone();
+        let target = match table.primary() {
+            Ok(p) => p,
+            Err(e) => match need.and_then(|n| table.applied_somewhere(n)) {
+                Some(i) => {
+                    tracing::debug!(
+                        "{e}; {} has applied the session's writes and serves the read",
+                        table.backends[i].address
+                    );
+                    i
+                }
+                None => {
+                    return Err(ExecError::Refused(ErrPacket::new(
+                        errcode::CR_CONN_HOST_ERROR,
+                        "HY000",
+                        format!("Weiche: {e}"),
+                    )))
+                }
+            },
+        };
         tracing::debug!(reason = %route.reason, "the replica has not applied the session's writes: the primary serves the read");
-        self.connect_to(Destination::Backend(primary), insert_id, None)
+        self.connect_to(Destination::Backend(target), insert_id, None)
             .await
             .map(|_| ())
     }

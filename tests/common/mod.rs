@@ -164,7 +164,8 @@ impl Weiche {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let log = self.log_text();
-            let proxy_line = |l: &&str| l.contains("listening") && !l.contains("admin interface");
+            let proxy_line =
+                |l: &&str| l.contains(concat!("weiche ", env!("CARGO_PKG_VERSION"), " listening"));
             if let Some(line) = log.lines().find(proxy_line) {
                 if let Some(port) = line
                     .split("address=127.0.0.1:")

@@ -10,7 +10,7 @@ mod probe;
 pub use judge::{judge, History, Judged, Observation};
 pub use probe::{Io, Probe, Prober, Replication};
 
-use crate::config::{Config, Role};
+use crate::config::Config;
 use crate::route::{BackendTable, State, Writer};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -170,10 +170,10 @@ impl Shared {
         for (k, j) in judged.iter().enumerate() {
             self.apply(k, j, k == i, failure.as_deref());
         }
+        // What each backend has applied (a primary's own writes included): consistent reads
+        // use it to pick a server that has the session's writes.
         if let Some(p) = obs[i].probe.as_ref().and_then(|p| p.position.clone()) {
-            if judged[i].role == Role::Replica {
-                self.table.set_known(i, p);
-            }
+            self.table.set_known(i, p);
         }
         self.table.report(i, |r| {
             r.lag_seconds = judged[i].lag_seconds;
