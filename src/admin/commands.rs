@@ -1,7 +1,7 @@
 //! The admin port's commands and their answers (text result sets, OK or ERR payloads).
 
 use crate::protocol::constants::{errcode, status};
-use crate::protocol::resultset::{text_result, TYPE_VAR_STRING};
+use crate::protocol::resultset::string_result;
 use crate::protocol::{err_payload, ok_payload, ErrPacket};
 use crate::route::{State, Writer};
 use crate::session::Shared;
@@ -39,15 +39,7 @@ const HELP: &[(&str, &str)] = &[
 ];
 
 fn table(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Vec<BytesMut> {
-    let cols: Vec<(&[u8], u8)> = columns
-        .iter()
-        .map(|c| (c.as_bytes(), TYPE_VAR_STRING))
-        .collect();
-    let rows: Vec<Vec<Option<Vec<u8>>>> = rows
-        .into_iter()
-        .map(|r| r.into_iter().map(|v| v.map(String::into_bytes)).collect())
-        .collect();
-    text_result(&cols, &rows, false, status::AUTOCOMMIT)
+    string_result(columns, &rows, false, status::AUTOCOMMIT)
 }
 
 fn err(code: u16, msg: impl Into<String>) -> Vec<BytesMut> {
@@ -155,7 +147,7 @@ fn variables(q: &str) -> Vec<BytesMut> {
 
 fn backends(shared: &Shared) -> Vec<BytesMut> {
     let t = &shared.backends;
-    let order = ordered(shared);
+    let order = t.proxy_order();
     let writer = t.writer();
     let rows = order
         .iter()
@@ -229,19 +221,6 @@ fn backends(shared: &Shared) -> Vec<BytesMut> {
     )
 }
 
-/// Backend indexes as mysql-proxy numbered them: primaries first, then replicas.
-fn ordered(shared: &Shared) -> Vec<usize> {
-    let t = &shared.backends;
-    let mut v: Vec<usize> = (0..t.backends.len()).collect();
-    v.sort_by_key(|&i| {
-        (
-            t.backends[i].configured_role != crate::config::Role::Primary,
-            i,
-        )
-    });
-    v
-}
-
 fn sessions(shared: &Shared) -> Vec<BytesMut> {
     let rows = shared
         .registry
@@ -283,7 +262,7 @@ fn set_backend(shared: &Shared, original: &str, upper: &str) -> Vec<BytesMut> {
         .trim_matches(|c| c == '\'' || c == '"' || c == '`');
     let t = &shared.backends;
     let index = match target.parse::<usize>() {
-        Ok(n) => ordered(shared).get(n.wrapping_sub(1)).copied(),
+        Ok(n) => t.proxy_order().get(n.wrapping_sub(1)).copied(),
         Err(_) => t.find(target),
     };
     let Some(i) = index else {

@@ -10,10 +10,10 @@ pub mod http;
 use crate::config::{Config, Credentials, Scripting};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{cap, errcode, status, MAX_CHUNK};
-use crate::protocol::handshake::{Greeting, HandshakeResponse};
+use crate::protocol::handshake::Greeting;
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
 use crate::script::{ConnView, Decision, ScriptHandle};
-use crate::session::Shared;
+use crate::session::{access_denied, read_login, Login, Shared};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,31 +78,22 @@ async fn connection(
     }
     .encode(&mut buf);
     client.send(0, &buf).await?;
-    let login = tokio::time::timeout(Duration::from_secs(10), client.read_packet(64 * 1024))
-        .await
-        .map_err(|_| ProtocolError::Closed)??;
-    let seq = login.seq.wrapping_add(1);
-    let resp = match HandshakeResponse::decode(&login.payload) {
-        Ok(r) => r,
-        Err(e) => {
-            let err = ErrPacket::new(
-                errcode::ER_HANDSHAKE_ERROR,
-                "08S01",
-                format!("Bad handshake ({e})"),
-            );
+    let login = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_login(&mut client, &scramble, caps),
+    )
+    .await
+    .map_err(|_| ProtocolError::Closed)??;
+    let (resp, answer, seq) = match login {
+        Login::Answered { resp, answer, seq } => (resp, answer, seq),
+        Login::Refused(seq, err) => {
             client.send(seq, &err_payload(&err)).await?;
             return Ok(());
         }
     };
-    let (answer, seq) = if resp.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD) == NATIVE_PASSWORD
-    {
-        (resp.auth_response.clone(), seq)
-    } else {
-        crate::session::switch_to_native(&mut client, seq, &scramble).await?
-    };
     if !admin_password_ok(&creds, &resp.username, &scramble, &answer) {
         tracing::warn!(client = %peer, "admin login refused for '{}'", String::from_utf8_lossy(&resp.username));
-        let err = crate::session::access_denied(&resp.username, &peer, !answer.is_empty());
+        let err = access_denied(&resp.username, &peer, !answer.is_empty());
         client.send(seq, &err_payload(&err)).await?;
         return Ok(());
     }

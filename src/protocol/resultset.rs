@@ -72,16 +72,13 @@ pub fn text_result(
     out
 }
 
-/// Send a whole text result set of VAR_STRING columns; `seq` is the sequence id of its first
-/// packet.
-pub async fn send_text_result<S: AsyncRead + AsyncWrite + Unpin>(
-    out: &mut Framed<S>,
-    mut seq: u8,
+/// The packets of a result set of VAR_STRING columns and rows of text or NULL.
+pub fn string_result(
     columns: &[&str],
     rows: &[Vec<Option<String>>],
     deprecate_eof: bool,
     status: u16,
-) -> Result<(), ProtocolError> {
+) -> Vec<BytesMut> {
     let columns: Vec<(&[u8], u8)> = columns
         .iter()
         .map(|c| (c.as_bytes(), TYPE_VAR_STRING))
@@ -94,7 +91,20 @@ pub async fn send_text_result<S: AsyncRead + AsyncWrite + Unpin>(
                 .collect()
         })
         .collect();
-    for p in text_result(&columns, &rows, deprecate_eof, status) {
+    text_result(&columns, &rows, deprecate_eof, status)
+}
+
+/// Send a whole text result set of VAR_STRING columns; `seq` is the sequence id of its first
+/// packet.
+pub async fn send_text_result<S: AsyncRead + AsyncWrite + Unpin>(
+    out: &mut Framed<S>,
+    mut seq: u8,
+    columns: &[&str],
+    rows: &[Vec<Option<String>>],
+    deprecate_eof: bool,
+    status: u16,
+) -> Result<(), ProtocolError> {
+    for p in string_result(columns, rows, deprecate_eof, status) {
         seq = out.queue(seq, &p);
     }
     out.flush().await

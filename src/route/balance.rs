@@ -47,6 +47,9 @@ pub struct BackendTable {
     /// Smooth weighted round robin state, per backend.
     current: Mutex<Vec<i64>>,
     pub(super) writer: WriterSlot,
+    /// Backend indexes as mysql-proxy numbered them (scripts, the admin port): the configured
+    /// primaries first, then the replicas, each in configuration order.
+    order: Vec<usize>,
 }
 
 /// A replica chosen for a read.
@@ -76,12 +79,20 @@ impl BackendTable {
             Some(i) => Writer::One(i),
             None => Writer::Nobody("no primary backend is configured".into()),
         };
+        let mut order: Vec<usize> = (0..backends.len()).collect();
+        order.sort_by_key(|&i| (backends[i].configured_role != Role::Primary, i));
         BackendTable {
             current: Mutex::new(vec![0; backends.len()]),
+            order,
             backends,
             started: Instant::now(),
             writer: WriterSlot::new(writer),
         }
+    }
+
+    /// mysql-proxy's numbering: `proxy_order()[n - 1]` is backend number n.
+    pub fn proxy_order(&self) -> &[usize] {
+        &self.order
     }
 
     pub fn find(&self, address: &str) -> Option<usize> {

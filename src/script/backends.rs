@@ -38,18 +38,9 @@ fn table() -> Option<&'static Arc<BackendTable>> {
     TABLE.get()
 }
 
-static ORDER: OnceLock<Vec<usize>> = OnceLock::new();
-
 /// Backend indexes in script order: primaries (by configured role) first.
 pub fn order() -> &'static [usize] {
-    ORDER.get_or_init(|| {
-        let Some(t) = table() else {
-            return Vec::new();
-        };
-        let mut v: Vec<usize> = (0..t.backends.len()).collect();
-        v.sort_by_key(|&i| (t.backends[i].configured_role != Role::Primary, i));
-        v
-    })
+    table().map_or(&[], |t| t.proxy_order())
 }
 
 /// The script's 1-based number of backend `i` (0 for none).

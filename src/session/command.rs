@@ -3,7 +3,8 @@
 //! RESET_CONNECTION, CHANGE_USER, KILL, EXPLAIN ROUTE, commands a proxy must not relay) are
 //! handled here; prepared statements in `prepared`.
 
-use super::exec::{ExecError, DOWN_FOR, HOLD_FOR_NEXT};
+use super::exec::{ExecError, HOLD_FOR_NEXT};
+use super::failure::Failed;
 use super::frontend::{access_denied, check_password, switch_to_native};
 use super::relay::{forward_command, relay_response, RelayError, Rewrite};
 use super::{Session, FIRST_CONNECTION_ID};
@@ -227,12 +228,11 @@ async fn run_routed(
         match s.connect_for(&route, insert_id).await {
             Ok(()) => {}
             Err(ExecError::Refused(e)) => {
-                let unreachable =
-                    e.code == errcode::CR_CONN_HOST_ERROR || e.code == errcode::CR_SERVER_LOST;
-                if retryable && unreachable && avoid.is_none() && target.is_some() {
-                    tracing::warn!("retrying a read on another backend: {}", e.message);
-                    avoid = target;
-                    continue;
+                if let Some(b) = target.filter(|_| retryable && avoid.is_none()) {
+                    if s.retry_elsewhere(b, Failed::Refused(&e)) {
+                        avoid = Some(b);
+                        continue;
+                    }
                 }
                 reply_err(s, cmd.seq, e).await?;
                 return Ok(Next::Continue);
@@ -245,12 +245,8 @@ async fn run_routed(
             Ok(w) => w,
             Err(e) if e.is_server_side() => {
                 s.drop_current();
-                // A timed-out statement would time out again elsewhere: not retried.
-                let timed_out = matches!(e, RelayError::Timeout(_));
-                if retryable && !s.answered && avoid.is_none() && !timed_out {
-                    if let Some(b) = backend {
-                        tracing::warn!("retrying a read on another backend: {e}");
-                        s.shared.backends.mark_down(b, DOWN_FOR);
+                if let Some(b) = backend.filter(|_| retryable && avoid.is_none()) {
+                    if s.retry_elsewhere(b, Failed::Relay(&e)) {
                         avoid = Some(b);
                         continue;
                     }

@@ -36,21 +36,8 @@ impl Session {
     /// The primary's GTID position now, asked on a pooled primary connection. None when the
     /// primary cannot say (then only the primary itself can serve a consistent read).
     pub async fn primary_position(&mut self) -> Option<GtidPos> {
-        let table = self.shared.backends.clone();
-        let i = table.primary().ok()?;
-        let address = table.backends[i].address.clone();
-        let mut params = self.login_params();
-        params.database = None;
-        let settings = &self.config.pool.settings;
-        let mut conn = pool::acquire(
-            &address,
-            &self.pool_key(),
-            &params,
-            settings,
-            table.epoch(i),
-        )
-        .await
-        .ok()?;
+        let i = self.shared.backends.primary().ok()?;
+        let mut conn = self.borrow(i).await.ok()?;
         conn.queue_query(b"SELECT @@gtid_current_pos");
         let answer = match conn.framed.flush().await {
             Ok(()) => conn.read_answer().await.ok(),

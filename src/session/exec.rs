@@ -354,11 +354,19 @@ impl Session {
         Ok(caught_up)
     }
 
-    async fn borrow(&mut self, i: usize) -> Result<ServerConnection, ExecError> {
-        let table = self.shared.backends.clone();
-        let address = table.backends[i].address.clone();
+    /// How Weiche logs in to a backend for this session (pooled connections start without a
+    /// database: the session's is set by the sync).
+    pub fn backend_params(&self) -> crate::backend::LoginParams {
         let mut params = self.login_params();
         params.database = None;
+        params
+    }
+
+    /// A pooled connection to backend `i` for this session's key (not yet in its state).
+    pub(super) async fn borrow(&mut self, i: usize) -> Result<ServerConnection, ExecError> {
+        let table = self.shared.backends.clone();
+        let address = table.backends[i].address.clone();
+        let params = self.backend_params();
         let settings = &self.config.pool.settings;
         let epoch = table.epoch(i);
         match pool::acquire(&address, &self.pool_key(), &params, settings, epoch).await {
@@ -415,7 +423,8 @@ impl Session {
         let max = self.config.max_packet_size;
         let untrack_ok = self.capabilities & cap::SESSION_TRACK == 0;
         let timeout = self.config.routing.query_timeout;
-        let table = self.shared.backends.clone();
+        // Borrowed, not cloned: this runs for every command.
+        let table = &*self.shared.backends;
         self.answered = false;
         let Some(cur) = self.current.as_mut() else {
             return Err(RelayError::Server(crate::protocol::ProtocolError::Closed));
@@ -446,7 +455,7 @@ impl Session {
             tokio::select! {
                 biased;
                 r = relay => r,
-                e = super::failure::watchdog(&table, backend, epoch, timeout) => Err(e),
+                e = super::failure::watchdog(table, backend, epoch, timeout) => Err(e),
             }
         };
         if let Err(e) = &result {

@@ -11,7 +11,41 @@ use crate::protocol::ErrPacket;
 use crate::route;
 use std::time::{Duration, Instant};
 
+/// How a command's backend failed, for deciding whether a read runs again elsewhere.
+pub enum Failed<'a> {
+    /// No connection could be had (the server's own refusals are not retried).
+    Refused(&'a ErrPacket),
+    /// The connection broke, or Weiche gave the command up.
+    Relay(&'a RelayError),
+}
+
 impl Session {
+    /// A read outside a transaction failed on `backend`: run it again elsewhere when the
+    /// backend was unreachable, or failed before any of the answer reached the client. A
+    /// timeout is not retried: the statement would time out again. When it is retried, the
+    /// backend is skipped by this worker for a while.
+    pub fn retry_elsewhere(&mut self, backend: usize, failed: Failed<'_>) -> bool {
+        let retry = match failed {
+            Failed::Refused(e) => {
+                e.code == errcode::CR_CONN_HOST_ERROR || e.code == errcode::CR_SERVER_LOST
+            }
+            Failed::Relay(e) => {
+                e.is_server_side() && !matches!(e, RelayError::Timeout(_)) && !self.answered
+            }
+        };
+        if retry {
+            self.drop_current();
+            self.shared
+                .backends
+                .mark_down(backend, super::exec::DOWN_FOR);
+            tracing::warn!(
+                backend = %self.shared.backends.backends[backend].address,
+                "retrying a read on another backend"
+            );
+        }
+        retry
+    }
+
     /// The server connection failed while a command ran (and the command is not retried). The
     /// client learns it from an ERR when none of the answer reached it yet; a session that held
     /// a transaction or other state on that connection has lost it, and is closed after the ERR,
@@ -50,8 +84,7 @@ impl Session {
     /// Stop what a given-up command left running on its server (best effort, in the background).
     pub(super) fn kill_query(&self, backend: usize, thread_id: u32) {
         let address = self.shared.backends.backends[backend].address.clone();
-        let mut params = self.login_params();
-        params.database = None;
+        let params = self.backend_params();
         tokio::spawn(async move {
             let kill = async {
                 let mut c = ServerConnection::connect(&address, &params).await.ok()?;

@@ -305,25 +305,39 @@ enum Auth {
     Refused(u8, ErrPacket),
 }
 
-async fn authenticate(
+/// A client's login packet, read and answered with mysql_native_password (switching a client
+/// that starts with another plugin), or refused with the ERR it gets. Shared by the proxy's
+/// and the admin port's logins.
+pub enum Login {
+    Answered {
+        resp: Box<HandshakeResponse>,
+        /// The mysql_native_password answer to the challenge.
+        answer: Vec<u8>,
+        /// The sequence id of Weiche's next packet.
+        seq: u8,
+    },
+    Refused(u8, ErrPacket),
+}
+
+fn bad_handshake(e: &ProtocolError) -> ErrPacket {
+    ErrPacket::new(
+        errcode::ER_HANDSHAKE_ERROR,
+        "08S01",
+        format!("Bad handshake ({e})"),
+    )
+}
+
+/// Read the login packet that answers a greeting with `scramble` and capabilities `offered`.
+pub async fn read_login(
     client: &mut Framed<TcpStream>,
-    config: &Config,
-    peer: &SocketAddr,
     scramble: &[u8],
     offered: u32,
-) -> Result<Auth, ProtocolError> {
+) -> Result<Login, ProtocolError> {
     let p = match client.read_packet(MAX_LOGIN_PACKET).await {
         Ok(p) => p,
         Err(e) if e.is_disconnect() => return Err(e),
-        Err(e) => {
-            // Not a login at all (an HTTP request, a port scanner): say so, then close.
-            let err = ErrPacket::new(
-                errcode::ER_HANDSHAKE_ERROR,
-                "08S01",
-                format!("Bad handshake ({e})"),
-            );
-            return Ok(Auth::Refused(2, err));
-        }
+        // Not a login at all (an HTTP request, a port scanner): say so, then close.
+        Err(e) => return Ok(Login::Refused(2, bad_handshake(&e))),
     };
     let seq = p.seq.wrapping_add(1);
     if HandshakeResponse::is_ssl_request(&p.payload) {
@@ -332,24 +346,11 @@ async fn authenticate(
             "08S01",
             "Weiche: TLS is not supported yet; connect without SSL",
         );
-        return Ok(Auth::Refused(seq, err));
+        return Ok(Login::Refused(seq, err));
     }
     let resp = match HandshakeResponse::decode(&p.payload) {
         Ok(r) => r,
-        Err(e) => {
-            let err = ErrPacket::new(
-                errcode::ER_HANDSHAKE_ERROR,
-                "08S01",
-                format!("Bad handshake ({e})"),
-            );
-            return Ok(Auth::Refused(seq, err));
-        }
-    };
-    let Some(user) = config.user(&resp.username) else {
-        return Ok(Auth::Refused(
-            seq,
-            access_denied(&resp.username, peer, !resp.auth_response.is_empty()),
-        ));
+        Err(e) => return Ok(Login::Refused(seq, bad_handshake(&e))),
     };
     let plugin = resp.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
     let (answer, seq) =
@@ -359,10 +360,31 @@ async fn authenticate(
             // e.g. a MySQL 8 client starting with caching_sha2_password.
             switch_to_native(client, seq, scramble).await?
         };
-    match check_password(user, scramble, &answer) {
-        Some(secret) => Ok(Auth::Accepted {
+    Ok(Login::Answered {
+        resp: Box::new(resp),
+        answer,
+        seq,
+    })
+}
+
+async fn authenticate(
+    client: &mut Framed<TcpStream>,
+    config: &Config,
+    peer: &SocketAddr,
+    scramble: &[u8],
+    offered: u32,
+) -> Result<Auth, ProtocolError> {
+    let (resp, answer, seq) = match read_login(client, scramble, offered).await? {
+        Login::Answered { resp, answer, seq } => (resp, answer, seq),
+        Login::Refused(seq, err) => return Ok(Auth::Refused(seq, err)),
+    };
+    let checked = config
+        .user(&resp.username)
+        .and_then(|user| Some((user, check_password(user, scramble, &answer)?)));
+    match checked {
+        Some((user, secret)) => Ok(Auth::Accepted {
             user: user.clone(),
-            resp: Box::new(resp),
+            resp,
             secret,
             seq,
         }),

@@ -15,7 +15,7 @@ mod relay;
 mod script;
 mod stmt;
 
-pub use frontend::{access_denied, switch_to_native};
+pub use frontend::{access_denied, read_login, switch_to_native, Login};
 pub use registry::{Registry, SessionHandle};
 
 use crate::backend::{LoginParams, Secret, ServerConnection, SessionState};

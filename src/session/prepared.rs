@@ -5,6 +5,7 @@
 
 use super::command::{reply_err, Next};
 use super::exec::ExecError;
+use super::failure::Failed;
 use super::relay::{RelayError, Rewrite};
 use super::stmt::{execute_info, rewrite_execute, rewrite_id, statement_id, ClientStatement};
 use super::Session;
@@ -173,22 +174,18 @@ async fn execute(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
         Destination::Current => None,
     };
     let first = execute_on(s, cmd, id, params, &info, &route).await;
-    let again = match &first {
-        Err(ExecError::Relay(e)) => {
-            e.is_server_side() && !matches!(e, RelayError::Timeout(_)) && !s.answered
-        }
-        Err(ExecError::Refused(e)) => {
-            e.code == errcode::CR_CONN_HOST_ERROR || e.code == errcode::CR_SERVER_LOST
-        }
-        Ok(()) => false,
+    let failed = match &first {
+        Err(ExecError::Relay(e)) => Some(Failed::Relay(e)),
+        Err(ExecError::Refused(e)) => Some(Failed::Refused(e)),
+        Ok(()) => None,
     };
-    let Some(failed) = target.filter(|_| retryable && again) else {
+    let Some(backend) = target.filter(|_| retryable) else {
         return first;
     };
-    s.drop_current();
-    s.shared.backends.mark_down(failed, super::exec::DOWN_FOR);
-    tracing::warn!("retrying a prepared read on another backend");
-    let route = route_statement(s, id, Some(failed))?;
+    if !failed.is_some_and(|f| s.retry_elsewhere(backend, f)) {
+        return first;
+    }
+    let route = route_statement(s, id, Some(backend))?;
     execute_on(s, cmd, id, params, &info, &route).await
 }
 
