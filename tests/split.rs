@@ -126,21 +126,21 @@ async fn each_class_lands_where_it_must() {
     assert!(replica(server_of(&mut c, "SELECT @@server_id").await));
 
     // EXPLAIN ROUTE answers with target, reason and pins.
-    let row: (String, String, String) = c
+    let row: (String, String, String, String) = c
         .query_first(format!("EXPLAIN ROUTE SELECT * FROM {t} FOR UPDATE"))
         .await
         .unwrap()
         .unwrap();
     assert!(row.0.starts_with("primary"), "{row:?}");
     assert!(row.1.contains("FOR UPDATE"), "{row:?}");
-    let row: (String, String, String) = c
+    let row: (String, String, String, String) = c
         .query_first("EXPLAIN ROUTE SELECT 1")
         .await
         .unwrap()
         .unwrap();
     assert!(row.0.starts_with("replica"), "{row:?}");
     c.query_drop("BEGIN").await.unwrap();
-    let row: (String, String, String) = c
+    let row: (String, String, String, String) = c
         .query_first("EXPLAIN ROUTE SELECT 1")
         .await
         .unwrap()

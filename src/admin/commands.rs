@@ -33,6 +33,14 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("KILL SESSION n", "close client session n"),
     (
+        "SHOW CACHE",
+        "result cache statistics: hits, misses, stores, bytes, evictions, per rule",
+    ),
+    (
+        "FLUSH CACHE [schema.table]",
+        "forget every cached result, or those that read one table",
+    ),
+    (
         "EXPLAIN ROUTE statement",
         "where the statement would go for a new session, and why",
     ),
@@ -81,7 +89,8 @@ pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
                 vec![vec![Some("Weiche admin".into())]],
             )
         }
-        "SHOW QUERY DIGESTS" | "SHOW POOLS" | "SHOW CACHE" | "RELOAD CONFIG" | "FLUSH CACHE" => {
+        "SHOW CACHE" => return cache(shared),
+        "SHOW QUERY DIGESTS" | "SHOW POOLS" | "RELOAD CONFIG" => {
             return err(
                 errcode::ER_NOT_SUPPORTED_YET,
                 format!("{q}: not available in this version of Weiche yet"),
@@ -123,6 +132,54 @@ pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
             list.join("; ")
         ),
     )
+}
+
+/// SHOW CACHE: one row per statistic.
+fn cache(shared: &Shared) -> Vec<BytesMut> {
+    let rows = match &shared.cache {
+        Some(c) => c
+            .describe()
+            .into_iter()
+            .map(|(k, v)| vec![Some(k), Some(v)])
+            .collect(),
+        None => vec![vec![Some("store".into()), Some("off".into())]],
+    };
+    table(&["name", "value"], rows)
+}
+
+/// FLUSH CACHE [schema.table]: what to flush (None: everything), or the ERR for a bad name.
+pub fn flush_target(
+    shared: &Shared,
+    sql: &str,
+) -> Option<Result<Option<crate::cache::Scope>, Vec<BytesMut>>> {
+    let q = normalize(sql);
+    let upper = q.to_ascii_uppercase();
+    let rest = upper.strip_prefix("FLUSH CACHE")?;
+    if !(rest.is_empty() || rest.starts_with(' ')) {
+        return None;
+    }
+    if shared.cache.is_none() {
+        return Some(Err(err(
+            errcode::ER_UNKNOWN_ERROR,
+            "the result cache is off ([cache] enabled = false)",
+        )));
+    }
+    let name = q["FLUSH CACHE".len()..].trim().replace('`', "");
+    if name.is_empty() {
+        return Some(Ok(None));
+    }
+    match name.split_once('.') {
+        Some((db, t)) if !db.is_empty() && !t.is_empty() => {
+            Some(Ok(Some(crate::cache::Scope::Table(
+                db.to_ascii_lowercase().into(),
+                t.to_ascii_lowercase().into(),
+            ))))
+        }
+        _ => Some(Err(err(
+            errcode::ER_UNKNOWN_ERROR,
+            format!("FLUSH CACHE {name}: name the table as schema.table"),
+        ))),
+    }
 }
 
 /// `SELECT @@a, @@b`: what client libraries ask when they connect, answered with defaults.

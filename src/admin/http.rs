@@ -160,6 +160,23 @@ pub fn metrics(shared: &Shared) -> String {
         "Client sessions now.",
         vec![(String::new(), shared.registry.len().to_string())],
     );
+    if let Some(cache) = &shared.cache {
+        family(
+            "weiche_cache_events_total",
+            "counter",
+            "Result cache events: hits, misses, stores, not_stored, bypassed, refused, generation_bumps, evictions or store_errors.",
+            cache
+                .counters()
+                .into_iter()
+                .map(|(event, n)| {
+                    (
+                        format!("{{store=\"{}\",event=\"{event}\"}}", cache.store_name()),
+                        n.to_string(),
+                    )
+                })
+                .collect(),
+        );
+    }
     out
 }
 

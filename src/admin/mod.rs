@@ -143,7 +143,23 @@ async fn connection(
             }
         }
         let sql = String::from_utf8_lossy(&cmd.payload[1..]).into_owned();
-        let packets = commands::answer(&shared, &sql);
+        let packets = match commands::flush_target(&shared, &sql) {
+            Some(Ok(scope)) => {
+                if let Some(cache) = &shared.cache {
+                    let what = scope
+                        .as_ref()
+                        .map_or("everything".to_string(), |s| s.describe());
+                    cache.flush(scope).await;
+                    tracing::info!("admin: cache flushed ({what})");
+                }
+                vec![crate::protocol::ok_payload(
+                    0,
+                    crate::protocol::constants::status::AUTOCOMMIT,
+                )]
+            }
+            Some(Err(e)) => e,
+            None => commands::answer(&shared, &sql),
+        };
         let mut s = seq;
         for p in &packets {
             s = client.queue(s, p);

@@ -461,6 +461,7 @@ impl LoadedConfig {
         let rules = super::routing::rules(&file.rules, &addresses)?;
         let routing = super::routing::routing(&file.routing)?;
         let pool = super::routing::pooling(&file.pool)?;
+        let cache = super::cache::caching(&file.cache)?;
 
         Ok(LoadedConfig {
             config: Config {
@@ -483,6 +484,7 @@ impl LoadedConfig {
                 rules,
                 script,
                 admin_script,
+                cache,
             },
             warnings,
             daemon: cli.daemon,

@@ -2,11 +2,13 @@
 //! Flags override the file. Validation names the first problem in one line; Weiche refuses to
 //! start on it.
 
+mod cache;
 mod cli;
 mod ini;
 mod monitor;
 mod routing;
 
+pub use cache::{CacheRule, CacheStore, Caching, Server as CacheServer};
 pub use cli::{Cli, LoadedConfig};
 pub use monitor::Monitoring;
 pub use routing::{Consistency, PoolMode, Pooling, Routing, Rule, RuleTarget};
@@ -59,6 +61,8 @@ pub struct FileConfig {
     pub pool: routing::FilePool,
     #[serde(default)]
     pub rules: Vec<routing::FileRule>,
+    #[serde(default)]
+    pub cache: cache::FileCache,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +211,8 @@ pub struct Config {
     pub script: Option<Scripting>,
     /// The admin port's Lua script (runs with the proxy script's settings).
     pub admin_script: Option<PathBuf>,
+    /// The result cache.
+    pub cache: Caching,
 }
 
 /// The Lua script and how it runs.

@@ -3,6 +3,7 @@
 //! RESET_CONNECTION, CHANGE_USER, KILL, EXPLAIN ROUTE, commands a proxy must not relay) are
 //! handled here; prepared statements in `prepared`.
 
+use super::cached::Step;
 use super::exec::{ExecError, HOLD_FOR_NEXT};
 use super::failure::Failed;
 use super::frontend::{access_denied, check_password, switch_to_native};
@@ -15,7 +16,7 @@ use crate::protocol::handshake::ChangeUser;
 use crate::protocol::resultset::send_text_result;
 use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Walker};
 use crate::route::{Destination, Route, Wait};
-use crate::sql::{analyze, kill, Analysis, Target};
+use crate::sql::{analyze, kill, Analysis, Consistency, Target};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// What the loop does after a command.
@@ -192,24 +193,68 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
 }
 
 /// Route a command (a query with its analysis, or another command: primary), run it and
-/// stream its response back. A read outside a transaction whose server connection fails before
-/// any of the answer reached the client runs once more, on another backend.
+/// stream its response back, through the result cache when it asks for the statement.
 async fn run_routed(
     s: &mut Session,
     cmd: Chunk,
     expect: Expect,
-    analysis: Option<Analysis>,
+    mut analysis: Option<Analysis>,
 ) -> Result<Next, RelayError> {
+    let query = analysis.is_some();
+    let fill = if query && cmd.seq == 0 && !cmd.continues() {
+        match s.cache_step(&cmd.payload[1..], None).await? {
+            Step::Answered => return Ok(Next::Continue),
+            Step::Run(fill) => fill,
+        }
+    } else {
+        None
+    };
+    if let (Some(_), Some(a)) = (&fill, analysis.as_mut()) {
+        // What this read stores, every later reader sees: it must see every write committed
+        // before it began, not only this session's.
+        a.consistency = Some(Consistency::Global);
+    }
+    let effects = analysis.as_ref().map(|a| &a.effects);
+    let hold = s.cache_holds(effects);
+    let sql = if query { &cmd.payload[1..] } else { &[][..] };
+    let outcome = relay_routed(s, &cmd, expect, analysis.as_ref(), hold).await;
+    let (next, storable) = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            s.tap = None;
+            if hold {
+                // The write's outcome is unknown: bump anyway (the client is told nothing more).
+                let _ = s.cache_written(sql, effects).await;
+            }
+            return Err(e);
+        }
+    };
+    s.cache_fill(fill, storable).await;
+    if hold || !s.cache_pending.is_empty() {
+        s.cache_written(sql, effects).await?;
+    }
+    Ok(next)
+}
+
+/// Run a routed command: returns what the loop does next and whether the response is whole and
+/// clean (no error, no warnings), so that the cache may keep it. A read outside a transaction
+/// whose server connection fails before any of the answer reached the client runs once more, on
+/// another backend.
+async fn relay_routed(
+    s: &mut Session,
+    cmd: &Chunk,
+    expect: Expect,
+    analysis: Option<&Analysis>,
+    hold: bool,
+) -> Result<(Next, bool), RelayError> {
     let retryable = cmd.payload[0] == com::QUERY
         && !cmd.continues()
         && !s.pinned()
-        && analysis
-            .as_ref()
-            .is_some_and(|a| a.class.target == Target::Replica && !a.effects.writes);
-    let insert_id = analysis.as_ref().is_some_and(|a| a.effects.needs_insert_id);
+        && analysis.is_some_and(|a| a.class.target == Target::Replica && !a.effects.writes);
+    let insert_id = analysis.is_some_and(|a| a.effects.needs_insert_id);
     let mut avoid = None;
     loop {
-        let route = match &analysis {
+        let route = match analysis {
             Some(a) => s.route_avoiding(a, &cmd.payload[1..], avoid),
             None => s.route(&Analysis::primary("command for the primary"), b""),
         };
@@ -217,7 +262,7 @@ async fn run_routed(
             Ok(r) => r,
             Err(e) => {
                 reply_err(s, cmd.seq, e).await?;
-                return Ok(Next::Continue);
+                return Ok((Next::Continue, false));
             }
         };
         tracing::debug!(reason = %route.reason, "route");
@@ -235,13 +280,17 @@ async fn run_routed(
                     }
                 }
                 reply_err(s, cmd.seq, e).await?;
-                return Ok(Next::Continue);
+                return Ok((Next::Continue, false));
             }
             Err(ExecError::Relay(e)) => return Err(e),
         }
         let was_pinned = s.pinned();
         let backend = s.current.as_ref().map(|c| c.backend);
-        let walker = match s.relay_current(&cmd, expect, Rewrite::default()).await {
+        let rewrite = Rewrite {
+            hold_last: hold,
+            ..Rewrite::default()
+        };
+        let walker = match s.relay_current(cmd, expect, rewrite).await {
             Ok(w) => w,
             Err(e) if e.is_server_side() => {
                 s.drop_current();
@@ -251,7 +300,7 @@ async fn run_routed(
                         continue;
                     }
                 }
-                return s.command_failed(cmd.seq, &e, was_pinned).await;
+                return Ok((s.command_failed(cmd.seq, &e, was_pinned).await?, false));
             }
             Err(e) => {
                 s.drop_current();
@@ -265,8 +314,9 @@ async fn run_routed(
                 c.conn.broken = true;
             }
         }
-        s.learn(&walker, analysis.as_ref().map(|a| &a.effects));
-        return Ok(Next::Continue);
+        s.learn(&walker, analysis.map(|a| &a.effects));
+        let warnings = walker.ok.as_ref().is_some_and(|o| o.warnings > 0);
+        return Ok((Next::Continue, !walker.error && !warnings));
     }
 }
 
@@ -324,13 +374,19 @@ async fn explain_route(s: &mut Session, seq: u8, sql: &[u8]) -> Result<Next, Rel
         }
         Err(e) => ("none".to_string(), e.message),
     };
-    let row = vec![Some(target), Some(reason), Some(s.pin_reasons())];
+    let cache = s.cache_explain(sql).await;
+    let row = vec![
+        Some(target),
+        Some(reason),
+        Some(s.pin_reasons()),
+        Some(cache),
+    ];
     let st = s.status();
     let deprecate_eof = s.deprecate_eof();
     send_text_result(
         &mut s.client,
         seq.wrapping_add(1),
-        &["target", "reason", "pins"],
+        &["target", "reason", "pins", "cache"],
         &[row],
         deprecate_eof,
         st,
@@ -423,7 +479,7 @@ async fn run_kill(
             let mut walker = Walker::new(expect, s.deprecate_eof(), false).tracked();
             let rewrite = Rewrite {
                 untrack_ok: s.capabilities & crate::protocol::constants::cap::SESSION_TRACK == 0,
-                statement_id: None,
+                ..Rewrite::default()
             };
             relay_response(
                 &mut s.client,
@@ -431,6 +487,7 @@ async fn run_kill(
                 &mut walker,
                 rewrite,
                 &mut false,
+                None,
             )
             .await?;
         }

@@ -437,6 +437,7 @@ impl Session {
         let binary = code == com::STMT_EXECUTE || code == com::STMT_FETCH;
         let mut walker = Walker::new(expect, deprecate_eof, binary).tracked();
         let answered = &mut self.answered;
+        let tap = self.tap.as_mut();
         let result = {
             let relay = async {
                 forward_command(&mut self.client, &mut cur.conn.framed, cmd, max).await?;
@@ -449,6 +450,7 @@ impl Session {
                         ..rewrite
                     },
                     answered,
+                    tap,
                 )
                 .await
             };

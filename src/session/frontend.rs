@@ -255,6 +255,8 @@ async fn login_inner(
         close_requested: false,
         local_addr,
         peer_name: peer.to_string(),
+        tap: None,
+        cache_pending: Vec::new(),
     };
     session.handle.set_info(
         peer.to_string(),

@@ -93,6 +93,12 @@ pub(crate) async fn run(
         };
         answered |= stream;
         s.learn(&walker, Some(&analysis.effects));
+        if analysis.effects.writes || !s.cache_pending.is_empty() {
+            // Injected writes invalidate the cache like any other (after their answer went out:
+            // a script's queries are not held back).
+            let sql = inj.packet.get(1..).unwrap_or_default();
+            s.cache_written(sql, Some(&analysis.effects)).await?;
+        }
         let outcome = outcome(&walker, packets.as_deref(), inj.queued_at, first_at);
         let (status, deprecate_eof) = (s.status(), s.deprecate_eof());
         let mut script = s.script.take();

@@ -2,6 +2,7 @@
 //! command to the session's server connection, and the registry of live sessions that KILL
 //! uses to find the server thread behind a Weiche connection id.
 
+mod cached;
 mod command;
 mod consistency;
 mod exec;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub registry: Registry,
     /// The backends with their live load numbers.
     pub backends: Arc<BackendTable>,
+    /// The result cache (None when it is off).
+    pub cache: Option<Arc<crate::cache::Cache>>,
     server_info: Mutex<ServerInfo>,
     next_id: AtomicU32,
     /// Flips to true when Weiche stops: idle sessions close, busy ones finish their command.
@@ -77,6 +80,7 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         Arc::new(Shared {
             backends: Arc::new(BackendTable::new(&config)),
+            cache: crate::cache::Cache::new(&config.cache).map(Arc::new),
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
             server_info: Mutex::new(ServerInfo::default()),
@@ -207,6 +211,10 @@ pub(crate) struct Session {
     /// client's, as text.
     pub local_addr: String,
     pub peer_name: String,
+    /// Copies the current command's response for the result cache.
+    pub tap: Option<relay::Tap>,
+    /// Cache generations to bump when the open transaction ends.
+    pub cache_pending: Vec<crate::cache::Scope>,
 }
 
 impl Session {

@@ -3,6 +3,7 @@
 //! is prepared (transparently, the first time it runs there), with the server's id and the
 //! parameter types that connection needs.
 
+use super::cached::Step;
 use super::command::{reply_err, Next};
 use super::exec::ExecError;
 use super::failure::Failed;
@@ -27,7 +28,7 @@ pub(crate) async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayE
     let was_pinned = s.pinned();
     let result = match code {
         com::STMT_PREPARE => prepare(s, &cmd).await,
-        com::STMT_EXECUTE => execute(s, &cmd).await,
+        com::STMT_EXECUTE => execute_cached(s, &cmd).await,
         com::STMT_SEND_LONG_DATA => long_data(s, &cmd).await,
         com::STMT_FETCH => fetch(s, &cmd).await,
         com::STMT_RESET => reset(s, &cmd).await,
@@ -70,6 +71,7 @@ async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
             cmd,
             Expect::Prepare,
             Rewrite {
+                hold_last: false,
                 untrack_ok: false,
                 statement_id: Some(client_id),
             },
@@ -143,7 +145,61 @@ fn route_statement(s: &Session, client_id: u32, avoid: Option<usize>) -> Result<
         .map_err(ExecError::Refused)
 }
 
-async fn execute(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+/// COM_STMT_EXECUTE through the result cache: a cacheable read is answered from it or fills
+/// it (keyed by the statement's text and the execute's parameters and types); a write bumps the
+/// generations of what it touched before its OK reaches the client.
+async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+    let id = statement_id(&cmd.payload).unwrap_or(0);
+    let Some(st) = s.stmts.get(id).cloned() else {
+        return execute(s, cmd, false).await.map(|_| ());
+    };
+    let info = execute_info(&cmd.payload, st.params);
+    let fill = match &info {
+        Some(i)
+            if s.shared.cache.is_some()
+                && cmd.seq == 0
+                && !cmd.continues()
+                && !i.cursor
+                && !s.pins.long_data.contains(&id) =>
+        {
+            // Without types in this execute, the ones bound before give the values meaning.
+            let types = i.types.as_ref().or(st.types.as_ref());
+            let params = [
+                &cmd.payload[5..],
+                b"\0types",
+                types.map_or(&[][..], |t| &t[..]),
+            ]
+            .concat();
+            match s.cache_step(&st.sql, Some(&params)).await? {
+                Step::Answered => return Ok(()),
+                Step::Run(fill) => fill,
+            }
+        }
+        _ => None,
+    };
+    if fill.is_some() {
+        // As for text reads: a result every later reader sees must see every earlier write.
+        if let Some(st) = s.stmts.get_mut(id) {
+            st.analysis.consistency = Some(crate::sql::Consistency::Global);
+        }
+    }
+    let hold = s.cache_holds(Some(&st.analysis.effects));
+    let result = execute(s, cmd, hold).await;
+    if let Some(cur) = s.stmts.get_mut(id) {
+        cur.analysis.consistency = st.analysis.consistency;
+    }
+    s.cache_fill(fill, matches!(result, Ok(true))).await;
+    if hold || !s.cache_pending.is_empty() {
+        let written = s.cache_written(&st.sql, Some(&st.analysis.effects)).await;
+        if result.is_ok() {
+            written?;
+        }
+    }
+    result.map(|_| ())
+}
+
+/// Run a COM_STMT_EXECUTE; true when its response was whole and clean (no error, no warnings).
+async fn execute(s: &mut Session, cmd: &Chunk, hold: bool) -> Result<bool, ExecError> {
     let id = statement_id(&cmd.payload).unwrap_or(0);
     let Some(st) = s.stmts.get(id) else {
         return Err(ExecError::Refused(unknown(id, "mysqld_stmt_execute")));
@@ -173,11 +229,11 @@ async fn execute(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
         Destination::Backend(i) => Some(i),
         Destination::Current => None,
     };
-    let first = execute_on(s, cmd, id, params, &info, &route).await;
+    let first = execute_on(s, cmd, id, params, &info, &route, hold).await;
     let failed = match &first {
         Err(ExecError::Relay(e)) => Some(Failed::Relay(e)),
         Err(ExecError::Refused(e)) => Some(Failed::Refused(e)),
-        Ok(()) => None,
+        Ok(_) => None,
     };
     let Some(backend) = target.filter(|_| retryable) else {
         return first;
@@ -186,7 +242,7 @@ async fn execute(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
         return first;
     }
     let route = route_statement(s, id, Some(backend))?;
-    execute_on(s, cmd, id, params, &info, &route).await
+    execute_on(s, cmd, id, params, &info, &route, hold).await
 }
 
 /// One attempt at a COM_STMT_EXECUTE, on `route`.
@@ -197,7 +253,8 @@ async fn execute_on(
     params: u16,
     info: &super::stmt::ExecuteInfo,
     route: &Route,
-) -> Result<(), ExecError> {
+    hold: bool,
+) -> Result<bool, ExecError> {
     let insert_id = s
         .stmts
         .get(id)
@@ -237,9 +294,11 @@ async fn execute_on(
         payload,
     };
     s.pins.long_data.retain(|&l| l != id);
-    let walker = s
-        .relay_current(&out, Expect::Results, Rewrite::default())
-        .await?;
+    let rewrite = Rewrite {
+        hold_last: hold,
+        ..Rewrite::default()
+    };
+    let walker = s.relay_current(&out, Expect::Results, rewrite).await?;
     if walker
         .status
         .is_some_and(|st| st & status::CURSOR_EXISTS != 0)
@@ -248,7 +307,8 @@ async fn execute_on(
         s.pins.cursors.push(id);
     }
     s.learn(&walker, Some(&st.analysis.effects));
-    Ok(())
+    let warnings = walker.ok.as_ref().is_some_and(|o| o.warnings > 0);
+    Ok(!walker.error && !warnings)
 }
 
 async fn long_data(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {

@@ -6,7 +6,7 @@ use crate::protocol::constants::MAX_CHUNK;
 use crate::protocol::packet::{peek_header, HEADER_LEN};
 use crate::protocol::track::untracked_ok;
 use crate::protocol::{Chunk, Framed, Need, ProtocolError, Step, Walker};
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -71,6 +71,41 @@ pub struct Rewrite {
     pub untrack_ok: bool,
     /// A prepare-OK carries this statement id (the client's) instead of the server's.
     pub statement_id: Option<u32>,
+    /// Keep the response's last bytes in the client's write buffer instead of sending them:
+    /// the caller flushes them once it is done (the cache's generation bump after a write
+    /// happens before the client learns that the write is done).
+    pub hold_last: bool,
+}
+
+/// A copy of the bytes a response sent to the client (what the result cache stores), up to a
+/// limit: a larger response is not kept at all.
+#[derive(Debug, Default)]
+pub struct Tap {
+    pub bytes: BytesMut,
+    pub max: usize,
+    pub overflow: bool,
+}
+
+impl Tap {
+    pub fn new(max: usize) -> Tap {
+        Tap {
+            bytes: BytesMut::new(),
+            max,
+            overflow: false,
+        }
+    }
+
+    fn record(&mut self, b: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if self.bytes.len() + b.len() > self.max {
+            self.overflow = true;
+            self.bytes = BytesMut::new();
+        } else {
+            self.bytes.extend_from_slice(b);
+        }
+    }
 }
 
 /// Stream the server's response to the client until the walker says it is complete.
@@ -81,6 +116,7 @@ pub async fn relay_response(
     walker: &mut Walker,
     mut rewrite: Rewrite,
     answered: &mut bool,
+    mut tap: Option<&mut Tap>,
 ) -> Result<(), RelayError> {
     // `pos`: bytes at the front of the server's read buffer that are walked and ready to go.
     // `skip`: bytes of a skimmed packet's payload not yet received.
@@ -158,7 +194,14 @@ pub async fn relay_response(
             *answered = true;
             let out = server.rbuf.split_to(pos);
             pos = 0;
-            if client.wbuf.is_empty() {
+            if let Some(t) = tap.as_deref_mut() {
+                t.record(&client.wbuf);
+                t.record(&out);
+            }
+            let last = walker.is_done() && skip == 0 && !infile;
+            if rewrite.hold_last && last {
+                client.wbuf.extend_from_slice(&out);
+            } else if client.wbuf.is_empty() {
                 client
                     .io
                     .write_all(&out)

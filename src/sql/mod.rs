@@ -7,6 +7,7 @@ pub mod digest;
 pub mod effects;
 pub mod kill;
 pub mod lexer;
+pub mod tables;
 
 pub use classify::{analyze, classify, Analysis, Class, Consistency, Target};
 pub use effects::Effects;

@@ -1,0 +1,118 @@
+//! One connection to a memcached node, speaking the meta protocol (`mg`, `ms`, `ma`):
+//! requests are written as one batch and their replies read in order (pipelining).
+
+use bytes::{Buf, Bytes, BytesMut};
+use std::io;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The largest value Weiche reads back (memcached's own item limit is 1 MiB by default).
+const MAX_VALUE: usize = 128 << 20;
+
+/// A reply to one meta request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `VA <n>` and its data.
+    Value(Bytes),
+    /// `EN` (miss), `NF` (not found).
+    Miss,
+    /// `HD` (stored / done).
+    Done,
+    /// `NS` (not stored) and the like: not an error of the connection.
+    NotStored,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+}
+
+fn bad(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl Conn {
+    pub async fn connect(address: &str) -> io::Result<Conn> {
+        let stream = TcpStream::connect(address).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(4096),
+        })
+    }
+
+    pub async fn send(&mut self, requests: &[u8]) -> io::Result<()> {
+        self.stream.write_all(requests).await
+    }
+
+    async fn fill(&mut self) -> io::Result<()> {
+        if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    async fn line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(p) = self.rbuf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.rbuf.split_to(p + 2);
+                return Ok(String::from_utf8_lossy(&line[..p]).into_owned());
+            }
+            if self.rbuf.len() > 8192 {
+                return Err(bad("memcached sent an overlong line".into()));
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Read the reply to the next request.
+    pub async fn reply(&mut self) -> io::Result<Reply> {
+        let line = self.line().await?;
+        let mut words = line.split(' ');
+        match words.next().unwrap_or("") {
+            "VA" => {
+                let n: usize = words
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n <= MAX_VALUE)
+                    .ok_or_else(|| bad(format!("memcached: bad value header '{line}'")))?;
+                while self.rbuf.len() < n + 2 {
+                    self.rbuf.reserve(n + 2 - self.rbuf.len());
+                    self.fill().await?;
+                }
+                let data = self.rbuf.split_to(n).freeze();
+                if &self.rbuf[..2] != b"\r\n" {
+                    return Err(bad("memcached: value not followed by CRLF".into()));
+                }
+                self.rbuf.advance(2);
+                Ok(Reply::Value(data))
+            }
+            "EN" | "NF" => Ok(Reply::Miss),
+            "HD" => Ok(Reply::Done),
+            "NS" | "EX" => Ok(Reply::NotStored),
+            // "object too large for cache", "out of memory storing object": the request is
+            // refused, the connection is fine.
+            "SERVER_ERROR" => Ok(Reply::NotStored),
+            _ => Err(bad(format!("memcached: {line}"))),
+        }
+    }
+}
+
+/// `mg <key> v`: the value, or a miss.
+pub fn get(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(format!("mg {key} v\r\n").as_bytes());
+}
+
+/// `ms <key> <len> T<ttl>`: store a value.
+pub fn set(out: &mut Vec<u8>, key: &str, value: &[u8], ttl_secs: u64) {
+    out.extend_from_slice(format!("ms {key} {} T{ttl_secs}\r\n", value.len()).as_bytes());
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `ma <key> N0 J<init> D<delta> v`: a counter, created at `init` (never expiring) when missing.
+/// Delta 0 reads it; delta 1 bumps it.
+pub fn counter(out: &mut Vec<u8>, key: &str, init: u64, delta: u64) {
+    out.extend_from_slice(format!("ma {key} N0 J{init} D{delta} v\r\n").as_bytes());
+}

@@ -1,0 +1,266 @@
+//! The `[cache]` section and its `[[cache.rules]]`: where results are kept (in process or in a
+//! memcached cluster), how much, for how long, and which statements are cached.
+
+use super::routing::secs;
+use super::{invalid, ConfigError};
+use regex_lite::Regex;
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    /// false turns the cache off, hints and rules included (default true).
+    pub enabled: Option<bool>,
+    /// memcached nodes (host:port[:weight]); none: the embedded in-process store.
+    pub servers: Option<Vec<String>>,
+    /// Bytes the embedded store may hold (default 64 MiB).
+    pub memory: Option<u64>,
+    /// Results larger than this many bytes are not cached (default 1 MiB).
+    pub max_result_size: Option<usize>,
+    /// Seconds a hinted result lives when the hint gives no ttl (default 60).
+    pub default_ttl: Option<f64>,
+    /// Seconds one memcached request may take before the node counts as failed (default 0.05).
+    pub timeout: Option<f64>,
+    /// Seconds a failed memcached node is left alone before it is tried again (default 1).
+    pub retry_after: Option<f64>,
+    /// Prefix of every memcached key Weiche writes (default "weiche").
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<FileCacheRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCacheRule {
+    /// Regex over the statement's digest.
+    pub digest: Option<String>,
+    /// Regex over the statement's text.
+    pub text: Option<String>,
+    pub user: Option<String>,
+    pub schema: Option<String>,
+    /// A table the statement reads (`name` or `schema.name`).
+    pub table: Option<String>,
+    /// Seconds a result lives.
+    pub ttl: f64,
+}
+
+/// Where results live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheStore {
+    Embedded { memory: u64 },
+    Memcached { servers: Vec<Server> },
+}
+
+/// One memcached node of the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+impl Server {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A statement class that is cached: all given conditions must match; the first rule wins.
+#[derive(Debug, Clone)]
+pub struct CacheRule {
+    pub digest: Option<Regex>,
+    pub text: Option<Regex>,
+    pub user: Option<String>,
+    pub schema: Option<String>,
+    pub table: Option<String>,
+    pub ttl: Duration,
+    /// "cache rule 1", for EXPLAIN ROUTE and statistics.
+    pub name: String,
+}
+
+/// The cache as configured.
+#[derive(Debug, Clone)]
+pub struct Caching {
+    pub enabled: bool,
+    pub store: CacheStore,
+    pub max_result_size: usize,
+    pub default_ttl: Duration,
+    pub timeout: Duration,
+    pub retry_after: Duration,
+    pub namespace: String,
+    pub rules: Vec<CacheRule>,
+}
+
+impl Default for Caching {
+    fn default() -> Self {
+        Caching {
+            enabled: true,
+            store: CacheStore::Embedded { memory: 64 << 20 },
+            max_result_size: 1 << 20,
+            default_ttl: Duration::from_secs(60),
+            timeout: Duration::from_millis(50),
+            retry_after: Duration::from_secs(1),
+            namespace: "weiche".into(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `host:port` or `host:port:weight`.
+fn server(s: &str) -> Result<Server, ConfigError> {
+    let bad = || {
+        invalid(format!(
+            "cache.servers: '{s}' is not of the form host:port or host:port:weight"
+        ))
+    };
+    let mut parts = s.trim().split(':');
+    let host = parts.next().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+    let port: u16 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .filter(|&p| p != 0)
+        .ok_or_else(bad)?;
+    let weight: u32 = match parts.next() {
+        Some(w) => w.parse().ok().filter(|&w| w > 0).ok_or_else(bad)?,
+        None => 1,
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Server {
+        host: host.to_string(),
+        port,
+        weight,
+    })
+}
+
+pub fn caching(f: &FileCache) -> Result<Caching, ConfigError> {
+    let d = Caching::default();
+    let store = match f.servers.as_deref() {
+        Some(list) if !list.is_empty() => CacheStore::Memcached {
+            servers: list.iter().map(|s| server(s)).collect::<Result<_, _>>()?,
+        },
+        _ => {
+            let memory = f.memory.unwrap_or(64 << 20);
+            if memory < 1 << 20 {
+                return Err(invalid("cache.memory must be at least 1048576 bytes"));
+            }
+            CacheStore::Embedded { memory }
+        }
+    };
+    let max_result_size = f.max_result_size.unwrap_or(d.max_result_size);
+    if max_result_size == 0 || max_result_size >= 1 << 30 {
+        return Err(invalid(
+            "cache.max_result_size must be between 1 byte and 1 GiB",
+        ));
+    }
+    let namespace = f.namespace.clone().unwrap_or(d.namespace);
+    if namespace.is_empty()
+        || namespace.len() > 64
+        || !namespace.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid(
+            "cache.namespace must be 1 to 64 printable characters without spaces",
+        ));
+    }
+    let or = |what: &str, v: Option<f64>, d: Duration| match v {
+        Some(s) => secs(what, s, false),
+        None => Ok(d),
+    };
+    Ok(Caching {
+        enabled: f.enabled.unwrap_or(true),
+        store,
+        max_result_size,
+        default_ttl: or("cache.default_ttl", f.default_ttl, d.default_ttl)?,
+        timeout: or("cache.timeout", f.timeout, d.timeout)?,
+        retry_after: or("cache.retry_after", f.retry_after, d.retry_after)?,
+        namespace,
+        rules: rules(&f.rules)?,
+    })
+}
+
+fn rules(file: &[FileCacheRule]) -> Result<Vec<CacheRule>, ConfigError> {
+    let regex = |what: &str, i: usize, s: &Option<String>| -> Result<Option<Regex>, ConfigError> {
+        s.as_deref()
+            .map(|s| {
+                Regex::new(s).map_err(|e| {
+                    invalid(format!(
+                        "cache rule {}: {what} is not a valid regex: {e}",
+                        i + 1
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let mut out = Vec::new();
+    for (i, r) in file.iter().enumerate() {
+        if r.digest.is_none()
+            && r.text.is_none()
+            && r.user.is_none()
+            && r.schema.is_none()
+            && r.table.is_none()
+        {
+            return Err(invalid(format!(
+                "cache rule {}: give at least one of digest, text, user, schema, table",
+                i + 1
+            )));
+        }
+        out.push(CacheRule {
+            digest: regex("digest", i, &r.digest)?,
+            text: regex("text", i, &r.text)?,
+            user: r.user.clone(),
+            schema: r.schema.clone(),
+            table: r.table.clone(),
+            ttl: secs(&format!("cache rule {}: ttl", i + 1), r.ttl, false)?,
+            name: format!("cache rule {}", i + 1),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_and_limits() {
+        let f: FileCache = toml::from_str(
+            r#"servers = ["127.0.0.1:21211", "mc2:11211:3"]
+               [[rules]]
+               table = "items"
+               ttl = 30"#,
+        )
+        .unwrap();
+        let c = caching(&f).unwrap();
+        assert_eq!(
+            c.store,
+            CacheStore::Memcached {
+                servers: vec![
+                    Server {
+                        host: "127.0.0.1".into(),
+                        port: 21211,
+                        weight: 1
+                    },
+                    Server {
+                        host: "mc2".into(),
+                        port: 11211,
+                        weight: 3
+                    }
+                ]
+            }
+        );
+        assert_eq!(c.rules[0].ttl, Duration::from_secs(30));
+        for bad in [
+            r#"servers = ["nohost"]"#,
+            r#"servers = ["a:1:0"]"#,
+            r#"memory = 10"#,
+            r#"namespace = "a b""#,
+            "[[rules]]\nttl = 5",
+            "[[rules]]\ntable = \"t\"\nttl = 0",
+        ] {
+            let f: FileCache = toml::from_str(bad).unwrap();
+            assert!(caching(&f).is_err(), "{bad}");
+        }
+    }
+}

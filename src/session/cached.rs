@@ -1,0 +1,193 @@
+//! The result cache on the query path: look a cacheable read up before routing it, answer a hit
+//! from the stored bytes, keep a miss's response, and bump the generations of what a write
+//! touched once it has committed (before the client hears that it is done), so that no session
+//! on any Weiche sharing the cache reads a result older than a write made through Weiche.
+
+use super::relay::{RelayError, Tap};
+use super::Session;
+use crate::cache::{self, Asker, Cache, Key, KeyInput, Lookup, Plan, Scope, Verdict};
+use crate::protocol::constants::cap;
+use crate::sql::Effects;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// A miss whose response is to be stored.
+pub(crate) struct Fill {
+    cache: Arc<Cache>,
+    key: Key,
+    ttl: Duration,
+}
+
+/// What the cache step before routing came to.
+pub(crate) enum Step {
+    /// The client has its answer.
+    Answered,
+    /// Run the statement; store its response when `Some`.
+    Run(Option<Fill>),
+}
+
+impl Session {
+    /// What the cache makes of this statement for this session now.
+    pub fn cache_verdict(&self, sql: &[u8]) -> Verdict {
+        let Some(cache) = &self.shared.cache else {
+            return Verdict::NotAsked;
+        };
+        let asker = Asker {
+            user: &self.user,
+            schema: self.state.schema.as_deref(),
+        };
+        match cache::decide(&cache.config, sql, asker) {
+            Verdict::Cacheable(_) if self.pinned() => {
+                Verdict::Refused(format!("the session is pinned ({})", self.pin_reasons()).into())
+            }
+            Verdict::Cacheable(_) if self.autocommit_off() => {
+                Verdict::Refused("autocommit is off: every statement is in a transaction".into())
+            }
+            v => v,
+        }
+    }
+
+    fn autocommit_off(&self) -> bool {
+        self.state
+            .vars
+            .get(&b"autocommit"[..])
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"OFF") || v == b"0")
+    }
+
+    fn cache_key(&self, plan: &Plan, generations: &[u64], params: &[u8]) -> Key {
+        KeyInput {
+            user: &self.user,
+            schema: self.state.schema.as_deref(),
+            shaping: self.capabilities & (cap::RESPONSE_SHAPING | cap::SESSION_TRACK),
+            charset: self.charset,
+            vars: &self.state.vars,
+            statement: &plan.statement,
+            params,
+            generations,
+        }
+        .key()
+    }
+
+    /// Before routing: answer from the cache, or prepare to fill it. `params` are a prepared
+    /// statement's execute parameters (with a marker that keeps them apart from text queries).
+    pub(crate) async fn cache_step(
+        &mut self,
+        sql: &[u8],
+        params: Option<&[u8]>,
+    ) -> Result<Step, RelayError> {
+        let Some(cache) = self.shared.cache.clone() else {
+            return Ok(Step::Run(None));
+        };
+        let plan = match self.cache_verdict(sql) {
+            Verdict::Cacheable(p) => p,
+            Verdict::Refused(why) => {
+                tracing::debug!(%why, "not cached");
+                cache.refused();
+                return Ok(Step::Run(None));
+            }
+            Verdict::NotAsked => return Ok(Step::Run(None)),
+        };
+        let params = match params {
+            Some(p) => [&b"\x01execute"[..], p].concat(),
+            None => Vec::new(),
+        };
+        match cache
+            .lookup(&plan, |g| self.cache_key(&plan, g, &params), true)
+            .await
+        {
+            Lookup::Hit(bytes) => {
+                self.send_cached(&bytes).await?;
+                Ok(Step::Answered)
+            }
+            Lookup::Miss(key) => {
+                self.tap = Some(Tap::new(cache.config.max_result_size));
+                Ok(Step::Run(Some(Fill {
+                    ttl: plan.ttl,
+                    cache,
+                    key,
+                })))
+            }
+            Lookup::Bypass => Ok(Step::Run(None)),
+        }
+    }
+
+    /// EXPLAIN ROUTE's cache column: "cache hit", "cacheable (ttl 60 s, hint)", or why not.
+    pub(crate) async fn cache_explain(&self, sql: &[u8]) -> String {
+        let Some(cache) = &self.shared.cache else {
+            return "cache off".into();
+        };
+        match self.cache_verdict(sql) {
+            Verdict::NotAsked => "not cached: no hint or cache rule asks for it".into(),
+            Verdict::Refused(why) => format!("not cached: {why}"),
+            Verdict::Cacheable(plan) => {
+                let found = cache
+                    .lookup(&plan, |g| self.cache_key(&plan, g, &[]), false)
+                    .await;
+                match found {
+                    Lookup::Hit(_) => format!("cache hit ({})", plan.describe(&cache.config)),
+                    Lookup::Miss(_) => format!("cacheable ({})", plan.describe(&cache.config)),
+                    Lookup::Bypass => format!(
+                        "cacheable ({}), but the {} store is unreachable: bypassed",
+                        plan.describe(&cache.config),
+                        cache.store_name()
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn send_cached(&mut self, bytes: &Bytes) -> Result<(), RelayError> {
+        self.client.flush().await.map_err(RelayError::Client)?;
+        self.client
+            .io
+            .write_all(bytes)
+            .await
+            .map_err(|e| RelayError::Client(e.into()))
+    }
+
+    /// After a miss ran: store its response if it is whole, without error or warnings.
+    pub(crate) async fn cache_fill(&mut self, fill: Option<Fill>, clean: bool) {
+        let tap = self.tap.take();
+        let Some(fill) = fill else { return };
+        match tap {
+            Some(t) if clean && !t.overflow && !t.bytes.is_empty() => {
+                fill.cache.put(fill.key, t.bytes.freeze(), fill.ttl).await;
+            }
+            _ => fill.cache.not_stored(),
+        }
+    }
+
+    /// Whether the response to this command must be held for a generation bump.
+    pub(crate) fn cache_holds(&self, effects: Option<&Effects>) -> bool {
+        self.shared.cache.is_some()
+            && (effects.is_some_and(|e| e.writes) || !self.cache_pending.is_empty())
+    }
+
+    /// After a command ran (or failed): note what a write touched, bump the generations once no
+    /// transaction holds them back, then let the held response go to the client.
+    pub(crate) async fn cache_written(
+        &mut self,
+        sql: &[u8],
+        effects: Option<&Effects>,
+    ) -> Result<(), RelayError> {
+        if let Some(cache) = self.shared.cache.clone() {
+            if effects.is_some_and(|e| e.writes) {
+                let scopes = cache::policy::written_scopes(sql, self.state.schema.as_deref());
+                self.cache_pending.extend(scopes);
+            }
+            let in_transaction = self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.conn.state.in_transaction());
+            if !in_transaction && !self.cache_pending.is_empty() {
+                let mut scopes: Vec<Scope> = std::mem::take(&mut self.cache_pending);
+                scopes.sort();
+                scopes.dedup();
+                cache.bump(&scopes).await;
+            }
+        }
+        self.client.flush().await.map_err(RelayError::Client)
+    }
+}
