@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{opts, primary, replicas, Weiche};
+use common::{admin_opts, admin_port, listening_port, opts, primary, replicas, Weiche};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use std::time::Duration;
@@ -17,35 +17,6 @@ const ADMIN: &[&str] = &[
     "--admin-password",
     "admin-secret",
 ];
-
-fn admin_port(w: &Weiche) -> u16 {
-    listening_port(w, "admin interface listening")
-}
-
-fn listening_port(w: &Weiche, what: &str) -> u16 {
-    let log = w.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains(what))
-        .expect("listening line");
-    line.split("address=127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("admin port")
-}
-
-fn admin_opts(port: u16, password: &str) -> mysql_async::Opts {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("admin"))
-        .pass(Some(password))
-        .prefer_socket(false)
-        .max_allowed_packet(Some(16 << 20))
-        .wait_timeout(Some(28800))
-        .into()
-}
 
 fn port(addr: &str) -> u16 {
     common::host_port(addr).1

@@ -2,6 +2,7 @@
 //! sandbox's defaults), and a Weiche process started from the freshly built binary.
 #![allow(dead_code)]
 
+pub mod memcached;
 pub mod raw;
 pub mod topology;
 
@@ -37,6 +38,38 @@ pub fn app_password() -> String {
 pub fn host_port(addr: &str) -> (String, u16) {
     let (h, p) = addr.rsplit_once(':').expect("address host:port");
     (h.to_string(), p.parse().expect("port"))
+}
+
+/// The admin port of a Weiche started with an admin address of port 0.
+pub fn admin_port(w: &Weiche) -> u16 {
+    listening_port(w, "admin interface listening")
+}
+
+/// The port in the log line that says `what` is listening.
+pub fn listening_port(w: &Weiche, what: &str) -> u16 {
+    let log = w.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(what))
+        .expect("listening line");
+    line.split("address=127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("admin port")
+}
+
+/// The admin account on the admin port.
+pub fn admin_opts(port: u16, password: &str) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("admin"))
+        .pass(Some(password))
+        .prefer_socket(false)
+        .max_allowed_packet(Some(16 << 20))
+        .wait_timeout(Some(28800))
+        .into()
 }
 
 /// A Weiche process; killed when dropped.
