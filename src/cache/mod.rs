@@ -1,8 +1,9 @@
 //! The result cache: read results kept in process or in a memcached cluster, never older than
-//! a write made through Weiche. Keys carry the generation of every table (and schema) a
-//! statement reads; every write through Weiche bumps the generations of what it touched once it
-//! has committed, so older entries are simply never found again (see ARCHITECTURE.md, decision
-//! 5). The session decides what to cache (`policy`), builds the key (`key`) and relays; this
+//! a write made through Weiche. Every entry carries the generation of every table (and schema)
+//! its statement read when it was made; every write through Weiche bumps the generations of
+//! what it touched once it has committed, so an older entry never matches again (see
+//! ARCHITECTURE.md, decision 5). The generations are stamped on the entry instead of hashed
+//! into its key, so that one round trip fetches both. The session decides what to cache (`policy`), builds the key (`key`) and relays; this
 //! module keeps entries and generations and counts what happens.
 
 mod embedded;
@@ -124,8 +125,9 @@ enum Store {
 #[derive(Debug)]
 pub enum Lookup {
     Hit(Bytes),
-    /// Not there: run the statement and store its result under this key.
-    Miss(Key),
+    /// Not there: run the statement and store its result under this key, stamped with these
+    /// generations.
+    Miss(Key, Vec<u64>),
     /// The store cannot be asked now: run the statement, store nothing.
     Bypass,
 }
@@ -169,67 +171,30 @@ impl Cache {
         }
     }
 
-    /// The current generation of each scope; None when some cannot be had.
-    pub async fn generations(&self, scopes: &[Scope]) -> Option<Vec<u64>> {
-        match &self.store {
-            Store::Embedded(e) => Some(e.generations(scopes)),
-            Store::Memcached(c) => {
-                let ns = &self.config.namespace;
-                let keys: Vec<String> = scopes.iter().map(|s| s.key(ns)).collect();
-                let (batches, order) = group(c, &keys, |out, k| {
-                    memcached::counter(out, k, memcached::now_micros(), 0)
-                });
-                let replies = c.run(batches).await;
-                let mut out = Vec::with_capacity(keys.len());
-                for (b, i) in order {
-                    let r = replies[b].as_ref()?;
-                    out.push(memcached::counter_value(&r[i])?);
-                }
-                Some(out)
-            }
-        }
-    }
-
-    /// Look a planned statement up: its key from the generations, then the entry. `count`:
-    /// a real lookup (EXPLAIN ROUTE's are not counted).
-    pub async fn lookup(
-        &self,
-        plan: &Plan,
-        input: impl FnOnce(&[u64]) -> Key,
-        count: bool,
-    ) -> Lookup {
-        let Some(gens) = self.generations(&plan.scopes).await else {
+    /// Look a planned statement up: the generations of what it reads and the entry, asked
+    /// together (one round trip to each memcached node involved). The entry is a hit only if it
+    /// was stamped with exactly the current generations. `count`: a real lookup (EXPLAIN
+    /// ROUTE's are not counted).
+    pub async fn lookup(&self, plan: &Plan, key: Key, count: bool) -> Lookup {
+        let (gens, value) = match &self.store {
+            Store::Embedded(e) => (Some(e.generations(&plan.scopes)), Some(e.get(key))),
+            Store::Memcached(c) => self.ask_memcached(c, plan, key).await,
+        };
+        let Some(gens) = gens else {
             if count {
                 Stats::count(&self.stats.bypassed);
             }
             return Lookup::Bypass;
         };
-        let key = input(&gens);
-        let found = match &self.store {
-            Store::Embedded(e) => Some(e.get(key)),
-            Store::Memcached(c) => {
-                let text = key.text(&self.config.namespace);
-                let mut b = Batch::default();
-                memcached::get(&mut b.requests, &text);
-                b.count = 1;
-                c.run(vec![(c.node_for(&text), b)])
-                    .await
-                    .pop()
-                    .flatten()
-                    .map(|mut r| match r.pop() {
-                        Some(memcached::McReply::Value(v)) => Some(v),
-                        _ => None,
-                    })
-            }
-        };
-        let rule = self.stats.rule(plan.rule);
+        let found = value.map(|v| v.and_then(|v| unstamp(v, &gens)));
         if !count {
             return match found {
                 Some(Some(v)) => Lookup::Hit(v),
-                Some(None) => Lookup::Miss(key),
+                Some(None) => Lookup::Miss(key, gens),
                 None => Lookup::Bypass,
             };
         }
+        let rule = self.stats.rule(plan.rule);
         match found {
             Some(Some(v)) => {
                 Stats::count(&self.stats.hits);
@@ -239,7 +204,7 @@ impl Cache {
             Some(None) => {
                 Stats::count(&self.stats.misses);
                 Stats::count(&rule.misses);
-                Lookup::Miss(key)
+                Lookup::Miss(key, gens)
             }
             None => {
                 Stats::count(&self.stats.bypassed);
@@ -248,9 +213,44 @@ impl Cache {
         }
     }
 
-    /// Keep a result.
-    pub async fn put(&self, key: Key, value: Bytes, ttl: Duration) {
-        let len = value.len() as u64;
+    /// The generation counters and the entry from memcached, in one batch per node. None for
+    /// what an unreachable node holds.
+    async fn ask_memcached(
+        &self,
+        c: &Cluster,
+        plan: &Plan,
+        key: Key,
+    ) -> (Option<Vec<u64>>, Option<Option<Bytes>>) {
+        let ns = &self.config.namespace;
+        let mut b = Batcher::default();
+        let at: Vec<(usize, usize)> = plan
+            .scopes
+            .iter()
+            .map(|s| {
+                let k = s.key(ns);
+                b.add(c.node_for(&k), |out| {
+                    memcached::counter(out, &k, memcached::now_micros(), 0)
+                })
+            })
+            .collect();
+        let text = key.text(ns);
+        let value_at = b.add(c.node_for(&text), |out| memcached::get(out, &text));
+        let replies = c.run(b.batches).await;
+        let reply = |(b, i): (usize, usize)| replies[b].as_ref().map(|r| &r[i]);
+        let gens: Option<Vec<u64>> = at
+            .into_iter()
+            .map(|a| reply(a).and_then(memcached::counter_value))
+            .collect();
+        let value = reply(value_at).map(|r| match r {
+            memcached::McReply::Value(v) => Some(v.clone()),
+            _ => None,
+        });
+        (gens, value)
+    }
+
+    /// Keep a result, stamped with the generations read before it was made.
+    pub async fn put(&self, key: Key, stamps: &[u64], result: &[u8], ttl: Duration) {
+        let value = stamp(stamps, result);
         let stored = match &self.store {
             Store::Embedded(e) => {
                 e.put(key, value, ttl);
@@ -258,20 +258,23 @@ impl Cache {
             }
             Store::Memcached(c) => {
                 let text = key.text(&self.config.namespace);
-                let mut b = Batch::default();
+                let mut b = Batcher::default();
                 // memcached counts whole seconds.
                 let secs = ttl.as_secs_f64().ceil().max(1.0) as u64;
-                memcached::set(&mut b.requests, &text, &value, secs);
-                b.count = 1;
+                b.add(c.node_for(&text), |out| {
+                    memcached::set(out, &text, &value, secs)
+                });
                 matches!(
-                    c.run(vec![(c.node_for(&text), b)]).await.pop().flatten(),
+                    c.run(b.batches).await.pop().flatten(),
                     Some(r) if r.first() == Some(&memcached::McReply::Done)
                 )
             }
         };
         if stored {
             Stats::count(&self.stats.stores);
-            self.stats.stored_bytes.fetch_add(len, Ordering::Relaxed);
+            self.stats
+                .stored_bytes
+                .fetch_add(result.len() as u64, Ordering::Relaxed);
         } else {
             Stats::count(&self.stats.not_stored);
         }
@@ -299,17 +302,24 @@ impl Cache {
             Store::Embedded(e) => e.bump(scopes),
             Store::Memcached(c) => {
                 let ns = &self.config.namespace;
-                let keys: Vec<String> = scopes.iter().map(|s| s.key(ns)).collect();
-                let (batches, order) = group(c, &keys, |out, k| {
-                    memcached::counter(out, k, memcached::now_micros(), 1)
-                });
-                let nodes: Vec<usize> = batches.iter().map(|(n, _)| *n).collect();
-                let replies = c.run(batches).await;
-                for ((b, _), key) in order.into_iter().zip(keys) {
-                    if replies[b].is_none() {
+                let mut b = Batcher::default();
+                let keys: Vec<(String, usize, (usize, usize))> = scopes
+                    .iter()
+                    .map(|s| {
+                        let k = s.key(ns);
+                        let node = c.node_for(&k);
+                        let at = b.add(node, |out| {
+                            memcached::counter(out, &k, memcached::now_micros(), 1)
+                        });
+                        (k, node, at)
+                    })
+                    .collect();
+                let replies = c.run(b.batches).await;
+                for (key, node, (batch, _)) in keys {
+                    if replies[batch].is_none() {
                         // Its node is away: nobody reads this generation until it is back,
                         // and then the bump is replayed first.
-                        c.defer_bump(nodes[b], key);
+                        c.defer_bump(node, key);
                     }
                 }
             }
@@ -404,27 +414,65 @@ impl Cache {
     }
 }
 
-/// Per node, its batch.
-type Batches = Vec<(usize, Batch)>;
-/// Per key, where its reply is: (batch index, reply index).
-type ReplyAt = Vec<(usize, usize)>;
+/// Requests gathered per node, one batch each.
+#[derive(Default)]
+struct Batcher {
+    batches: Vec<(usize, Batch)>,
+}
 
-/// Requests grouped by node.
-fn group(c: &Cluster, keys: &[String], request: impl Fn(&mut Vec<u8>, &str)) -> (Batches, ReplyAt) {
-    let mut batches: Vec<(usize, Batch)> = Vec::new();
-    let mut order = Vec::with_capacity(keys.len());
-    for k in keys {
-        let node = c.node_for(k);
-        let b = match batches.iter().position(|(n, _)| *n == node) {
+impl Batcher {
+    /// Add one request for `node`; where its reply will be: (batch index, reply index).
+    fn add(&mut self, node: usize, request: impl FnOnce(&mut Vec<u8>)) -> (usize, usize) {
+        let b = match self.batches.iter().position(|(n, _)| *n == node) {
             Some(b) => b,
             None => {
-                batches.push((node, Batch::default()));
-                batches.len() - 1
+                self.batches.push((node, Batch::default()));
+                self.batches.len() - 1
             }
         };
-        request(&mut batches[b].1.requests, k);
-        order.push((b, batches[b].1.count));
-        batches[b].1.count += 1;
+        let batch = &mut self.batches[b].1;
+        request(&mut batch.requests);
+        batch.count += 1;
+        (b, batch.count - 1)
     }
-    (batches, order)
+}
+
+/// An entry as stored: the number of generations, each as a little-endian u64, the result.
+fn stamp(stamps: &[u64], result: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(1 + stamps.len() * 8 + result.len());
+    v.push(stamps.len().min(255) as u8);
+    for g in stamps.iter().take(255) {
+        v.extend_from_slice(&g.to_le_bytes());
+    }
+    v.extend_from_slice(result);
+    Bytes::from(v)
+}
+
+/// The result of an entry stamped with exactly these generations; None for any other (an entry
+/// from before a write, or not ours).
+fn unstamp(value: Bytes, current: &[u64]) -> Option<Bytes> {
+    let n = usize::from(*value.first()?);
+    if n != current.len() || value.len() < 1 + n * 8 {
+        return None;
+    }
+    let same = current
+        .iter()
+        .enumerate()
+        .all(|(i, g)| value[1 + i * 8..9 + i * 8] == g.to_le_bytes());
+    same.then(|| value.slice(1 + n * 8..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_count_only_with_their_generations() {
+        let v = stamp(&[3, 9], b"rows");
+        assert_eq!(unstamp(v.clone(), &[3, 9]).as_deref(), Some(&b"rows"[..]));
+        assert_eq!(unstamp(v.clone(), &[3, 10]), None);
+        assert_eq!(unstamp(v, &[3]), None);
+        assert_eq!(unstamp(Bytes::from_static(b"\x05ab"), &[1; 5]), None);
+        assert_eq!(unstamp(Bytes::new(), &[]), None);
+    }
 }

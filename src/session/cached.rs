@@ -17,6 +17,8 @@ use tokio::io::AsyncWriteExt;
 pub(crate) struct Fill {
     cache: Arc<Cache>,
     key: Key,
+    /// The generations read before the statement ran.
+    stamps: Vec<u64>,
     ttl: Duration,
 }
 
@@ -56,7 +58,7 @@ impl Session {
             .is_some_and(|v| v.eq_ignore_ascii_case(b"OFF") || v == b"0")
     }
 
-    fn cache_key(&self, plan: &Plan, generations: &[u64], params: &[u8]) -> Key {
+    fn cache_key(&self, plan: &Plan, params: &[u8]) -> Key {
         KeyInput {
             user: &self.user,
             schema: self.state.schema.as_deref(),
@@ -65,7 +67,6 @@ impl Session {
             vars: &self.state.vars,
             statement: &plan.statement,
             params,
-            generations,
         }
         .key()
     }
@@ -93,20 +94,19 @@ impl Session {
             Some(p) => [&b"\x01execute"[..], p].concat(),
             None => Vec::new(),
         };
-        match cache
-            .lookup(&plan, |g| self.cache_key(&plan, g, &params), true)
-            .await
-        {
+        let key = self.cache_key(&plan, &params);
+        match cache.lookup(&plan, key, true).await {
             Lookup::Hit(bytes) => {
                 self.send_cached(&bytes).await?;
                 Ok(Step::Answered)
             }
-            Lookup::Miss(key) => {
+            Lookup::Miss(key, stamps) => {
                 self.tap = Some(Tap::new(cache.config.max_result_size));
                 Ok(Step::Run(Some(Fill {
                     ttl: plan.ttl,
                     cache,
                     key,
+                    stamps,
                 })))
             }
             Lookup::Bypass => Ok(Step::Run(None)),
@@ -122,12 +122,10 @@ impl Session {
             Verdict::NotAsked => "not cached: no hint or cache rule asks for it".into(),
             Verdict::Refused(why) => format!("not cached: {why}"),
             Verdict::Cacheable(plan) => {
-                let found = cache
-                    .lookup(&plan, |g| self.cache_key(&plan, g, &[]), false)
-                    .await;
-                match found {
+                let key = self.cache_key(&plan, &[]);
+                match cache.lookup(&plan, key, false).await {
                     Lookup::Hit(_) => format!("cache hit ({})", plan.describe(&cache.config)),
-                    Lookup::Miss(_) => format!("cacheable ({})", plan.describe(&cache.config)),
+                    Lookup::Miss(..) => format!("cacheable ({})", plan.describe(&cache.config)),
                     Lookup::Bypass => format!(
                         "cacheable ({}), but the {} store is unreachable: bypassed",
                         plan.describe(&cache.config),
@@ -153,7 +151,9 @@ impl Session {
         let Some(fill) = fill else { return };
         match tap {
             Some(t) if clean && !t.overflow && !t.bytes.is_empty() => {
-                fill.cache.put(fill.key, t.bytes.freeze(), fill.ttl).await;
+                fill.cache
+                    .put(fill.key, &fill.stamps, &t.bytes, fill.ttl)
+                    .await;
             }
             _ => fill.cache.not_stored(),
         }
