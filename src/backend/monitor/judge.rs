@@ -192,6 +192,7 @@ mod tests {
                 last_error: String::new(),
             }),
             position: GtidPos::parse(pos),
+            applied: GtidPos::parse(pos),
             detailed: true,
         }
     }
@@ -201,6 +202,7 @@ mod tests {
             read_only: false,
             replication: None,
             position: GtidPos::parse(pos),
+            applied: GtidPos::parse(pos),
             detailed: true,
         }
     }

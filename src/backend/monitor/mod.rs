@@ -172,8 +172,16 @@ impl Shared {
         }
         // What each backend has applied (a primary's own writes included): consistent reads
         // use it to pick a server that has the session's writes.
-        if let Some(p) = obs[i].probe.as_ref().and_then(|p| p.position.clone()) {
-            self.table.set_known(i, p);
+        if let Some(probe) = obs[i]
+            .probe
+            .as_ref()
+            .filter(|p| p.applied.is_some() || p.position.is_some())
+        {
+            let mut known = probe.applied.clone().unwrap_or_default();
+            if let Some(p) = &probe.position {
+                known.merge(p);
+            }
+            self.table.set_known(i, known);
         }
         self.table.report(i, |r| {
             r.lag_seconds = judged[i].lag_seconds;

@@ -61,6 +61,9 @@ pub struct Probe {
     /// Replicas: what they applied (gtid_slave_pos); others: gtid_current_pos. None when the
     /// server does not have MariaDB GTIDs.
     pub position: Option<GtidPos>,
+    /// Everything the server has applied: gtid_current_pos (its own writes included; a
+    /// replica that was promoted has written what its gtid_slave_pos lacks).
+    pub applied: Option<GtidPos>,
     /// The monitor could log in and ask; false for greeting-only checks.
     pub detailed: bool,
 }
@@ -166,8 +169,10 @@ impl Prober {
         } else {
             text(1)
         };
+        let applied = text(1).as_deref().and_then(GtidPos::parse);
         Ok(Probe {
             read_only,
+            applied,
             position: position.as_deref().and_then(GtidPos::parse),
             replication,
             detailed: true,
