@@ -13,7 +13,7 @@ use crate::backend::ServerConnection;
 use crate::config::Role;
 use crate::protocol::constants::{cap, com, errcode, status};
 use crate::protocol::{Chunk, ErrPacket, Expect, Walker};
-use crate::route::{self, Context, Destination, Route, Wait};
+use crate::route::{self, Context, Destination, Route, State, Wait};
 use crate::sql::{Analysis, Consistency, Effects, Target};
 use std::time::{Duration, Instant};
 
@@ -192,7 +192,8 @@ impl Session {
     }
 
     /// The primary serves a read the replica could not serve consistently. Without one (it is
-    /// down, or two servers are writable), any backend known to have applied `need` will do.
+    /// down, or two servers are writable), any backend known to have applied `need` will do,
+    /// and when none that is up has, the route's replica serves it as it is.
     async fn connect_to_primary(
         &mut self,
         route: &Route,
@@ -210,13 +211,25 @@ impl Session {
                     );
                     i
                 }
-                None => {
-                    return Err(ExecError::Refused(ErrPacket::new(
-                        errcode::CR_CONN_HOST_ERROR,
-                        "HY000",
-                        format!("Weiche: {e}"),
-                    )))
-                }
+                None => match route.destination {
+                    // No server that is up has what the read should see: it was written on a
+                    // primary that is gone. Reads go on without it rather than not at all.
+                    Destination::Backend(i) if table.state(i) == State::Up => {
+                        tracing::debug!(
+                            "{e}; no server that is up has applied {}: {} serves the read without it",
+                            need.map_or("the primary's position".into(), |n| n.to_string()),
+                            table.backends[i].address
+                        );
+                        i
+                    }
+                    _ => {
+                        return Err(ExecError::Refused(ErrPacket::new(
+                            errcode::CR_CONN_HOST_ERROR,
+                            "HY000",
+                            format!("Weiche: {e}"),
+                        )))
+                    }
+                },
             },
         };
         tracing::debug!(reason = %route.reason, "the replica has not applied the session's writes: the primary serves the read");
