@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cache;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod protocol;
 pub mod route;
 pub mod script;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{admin_opts, admin_port, listening_port, opts, primary, replicas, Weiche};
+use common::{admin_opts, admin_port, http_get, listening_port, opts, primary, replicas, Weiche};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use std::time::Duration;
@@ -122,26 +122,6 @@ async fn an_admin_script_shares_proxy_global_with_the_proxy_script() {
     // Built-in commands still answer.
     let rows: Vec<Row> = a.query("SELECT * FROM backends").await.unwrap();
     assert_eq!(rows.len(), 3);
-}
-
-/// GET a path from the HTTP listener: (status code, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ use crate::protocol::{err_payload, ok_payload, ErrPacket};
 use crate::route::{State, Writer};
 use crate::session::Shared;
 use bytes::BytesMut;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
 /// (command, what it does) for `SELECT * FROM help` and the unknown-command error.
@@ -33,6 +34,14 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("KILL SESSION n", "close client session n"),
     (
+        "SHOW QUERY DIGESTS",
+        "statements by digest: count, total/avg/max time, rows, share per route",
+    ),
+    (
+        "SHOW POOLS",
+        "server connections per backend: open, in use, idle, waits, exhausted",
+    ),
+    (
         "SHOW CACHE",
         "result cache statistics: hits, misses, stores, bytes, evictions, per rule",
     ),
@@ -46,7 +55,7 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-fn table(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Vec<BytesMut> {
+pub(super) fn table(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Vec<BytesMut> {
     string_result(columns, &rows, false, status::AUTOCOMMIT)
 }
 
@@ -89,8 +98,10 @@ pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
                 vec![vec![Some("Weiche admin".into())]],
             )
         }
-        "SHOW CACHE" => return cache(shared),
-        "SHOW QUERY DIGESTS" | "SHOW POOLS" | "RELOAD CONFIG" => {
+        "SHOW CACHE" => return super::stats::cache(shared),
+        "SHOW POOLS" => return super::stats::pools(shared),
+        "SHOW QUERY DIGESTS" => return super::stats::digests(shared),
+        "RELOAD CONFIG" => {
             return err(
                 errcode::ER_NOT_SUPPORTED_YET,
                 format!("{q}: not available in this version of Weiche yet"),
@@ -132,19 +143,6 @@ pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
             list.join("; ")
         ),
     )
-}
-
-/// SHOW CACHE: one row per statistic.
-fn cache(shared: &Shared) -> Vec<BytesMut> {
-    let rows = match &shared.cache {
-        Some(c) => c
-            .describe()
-            .into_iter()
-            .map(|(k, v)| vec![Some(k), Some(v)])
-            .collect(),
-        None => vec![vec![Some("store".into()), Some("off".into())]],
-    };
-    table(&["name", "value"], rows)
 }
 
 /// FLUSH CACHE [schema.table]: what to flush (None: everything), or the ERR for a bad name.
@@ -206,6 +204,13 @@ fn backends(shared: &Shared) -> Vec<BytesMut> {
     let t = &shared.backends;
     let order = t.proxy_order();
     let writer = t.writer();
+    let pool: std::collections::HashMap<String, (i64, i64)> = crate::backend::pool::counts()
+        .into_iter()
+        .map(|(a, c)| {
+            let (open, idle) = (c.open.load(Relaxed), c.idle.load(Relaxed));
+            (a, ((open - idle).max(0), idle.max(0)))
+        })
+        .collect();
     let rows = order
         .iter()
         .enumerate()
@@ -247,6 +252,8 @@ fn backends(shared: &Shared) -> Vec<BytesMut> {
                 ago.map(|a| format!("{:.3}", a.as_secs_f64())),
                 Some(r.detail.clone()),
                 Some(r.transitions.to_string()),
+                Some(pool.get(&b.address).map_or(0, |c| c.0).to_string()),
+                Some(pool.get(&b.address).map_or(0, |c| c.1).to_string()),
                 Some(
                     b.served
                         .load(std::sync::atomic::Ordering::Relaxed)
@@ -272,6 +279,8 @@ fn backends(shared: &Shared) -> Vec<BytesMut> {
             "last_check_seconds_ago",
             "detail",
             "transitions",
+            "connections_in_use",
+            "connections_idle",
             "queries",
         ],
         rows,
@@ -292,6 +301,7 @@ fn sessions(shared: &Shared) -> Vec<BytesMut> {
                 Some(user),
                 Some(db),
                 h.server().map(|(a, t)| format!("{a} thread {t}")),
+                Some(h.pins()),
                 busy.since.map(|_| busy.text()),
                 busy.since
                     .map(|s| format!("{:.3}", s.elapsed().as_secs_f64())),
@@ -300,7 +310,7 @@ fn sessions(shared: &Shared) -> Vec<BytesMut> {
         .collect();
     table(
         &[
-            "id", "client", "user", "db", "backend", "command", "seconds",
+            "id", "client", "user", "db", "backend", "pins", "command", "seconds",
         ],
         rows,
     )

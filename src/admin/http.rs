@@ -177,6 +177,7 @@ pub fn metrics(shared: &Shared) -> String {
                 .collect(),
         );
     }
+    super::exposition::families(shared, &mut out);
     out
 }
 

@@ -5,7 +5,9 @@
 //! `proxy.global` with the proxy scripts. `http` serves /metrics and /health.
 
 mod commands;
+mod exposition;
 pub mod http;
+mod stats;
 
 use crate::config::{Config, Credentials, Scripting};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};

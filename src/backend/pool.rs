@@ -11,7 +11,8 @@ use crate::protocol::constants::errcode;
 use crate::protocol::ErrPacket;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -71,12 +72,84 @@ struct Idle {
     since: Instant,
 }
 
-#[derive(Default)]
 struct BackendPool {
     /// Connections open on this worker (idle or lent out).
     open: usize,
     idle: Vec<Idle>,
     waiters: Arc<Notify>,
+    /// The whole process's counts for this backend, and what this worker last added to them.
+    counts: Arc<PoolCounts>,
+    published: (usize, usize),
+}
+
+impl BackendPool {
+    fn new(address: &str) -> BackendPool {
+        BackendPool {
+            open: 0,
+            idle: Vec::new(),
+            waiters: Arc::default(),
+            counts: counts_for(address),
+            published: (0, 0),
+        }
+    }
+
+    /// Bring the process-wide counts up to date with this worker's.
+    fn publish(&mut self) {
+        let now = (self.open, self.idle.len());
+        let delta = |new: usize, old: usize| new as i64 - old as i64;
+        self.counts
+            .open
+            .fetch_add(delta(now.0, self.published.0), Ordering::Relaxed);
+        self.counts
+            .idle
+            .fetch_add(delta(now.1, self.published.1), Ordering::Relaxed);
+        self.published = now;
+    }
+}
+
+/// One backend's connections over all workers, for SHOW POOLS, SELECT * FROM backends and
+/// /metrics (the pools themselves are per worker and lock-free).
+#[derive(Debug, Default)]
+pub struct PoolCounts {
+    pub open: AtomicI64,
+    pub idle: AtomicI64,
+    /// Borrows that had to wait for a connection, and those that gave up.
+    pub waits: AtomicU64,
+    pub exhausted: AtomicU64,
+    /// Server connections opened since start.
+    pub opened: AtomicU64,
+}
+
+static COUNTS: Mutex<Option<HashMap<String, Arc<PoolCounts>>>> = Mutex::new(None);
+
+fn counts_for(address: &str) -> Arc<PoolCounts> {
+    let mut all = COUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.get_or_insert_with(HashMap::new)
+        .entry(address.to_string())
+        .or_default()
+        .clone()
+}
+
+/// The process-wide counts of each backend's pool: (address, counts).
+pub fn counts() -> Vec<(String, Arc<PoolCounts>)> {
+    let all = COUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut v: Vec<_> = all
+        .iter()
+        .flatten()
+        .map(|(a, c)| (a.clone(), c.clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn pool_of<'w>(w: &'w mut Worker, address: &str) -> &'w mut BackendPool {
+    w.backends
+        .entry(address.to_string())
+        .or_insert_with(|| BackendPool::new(address))
 }
 
 #[derive(Default)]
@@ -118,6 +191,7 @@ impl Drop for Slot {
             if let Ok(mut w) = w.try_borrow_mut() {
                 if let Some(b) = w.backends.get_mut(&self.address) {
                     b.open = b.open.saturating_sub(1);
+                    b.publish();
                     b.waiters.notify_one();
                 }
             }
@@ -146,34 +220,10 @@ pub async fn acquire(
         let (plan, limit, expired) = WORKER.with(|w| {
             let mut w = w.borrow_mut();
             let limit = share(settings.max_connections, w.index, w.count);
-            let b = w.backends.entry(address.to_string()).or_default();
-            let mut expired: Vec<ServerConnection> = prune(b, settings).into_iter().collect();
-            if b.idle.iter().any(|i| i.conn.epoch != epoch) {
-                let (keep, stale): (Vec<Idle>, Vec<Idle>) =
-                    b.idle.drain(..).partition(|i| i.conn.epoch == epoch);
-                b.idle = keep;
-                expired.extend(stale.into_iter().map(|i| i.conn));
-            }
-            if let Some(i) = b.idle.iter().rposition(|i| &i.conn.key == key) {
-                return (Plan::Take(b.idle.swap_remove(i).conn), limit, expired);
-            }
-            if b.open < limit {
-                b.open += 1;
-                let slot = Slot {
-                    address: address.to_string(),
-                };
-                return (Plan::Open(slot, None), limit, expired);
-            }
-            // Full, but an idle connection of another user can make room.
-            if let Some(i) = b.idle.iter().position(|i| &i.conn.key != key) {
-                b.open += 1;
-                let evicted = b.idle.swap_remove(i).conn;
-                let slot = Slot {
-                    address: address.to_string(),
-                };
-                return (Plan::Open(slot, Some(evicted)), limit, expired);
-            }
-            (Plan::Wait(b.waiters.clone()), limit, expired)
+            let b = pool_of(&mut w, address);
+            let r = plan(b, key, settings, epoch, address, limit);
+            b.publish();
+            r
         });
         // Closed outside the pool's borrow: a closing connection gives its slot back.
         drop(expired);
@@ -193,6 +243,9 @@ pub async fn acquire(
                     .await
                     .is_err()
                 {
+                    counts_for(address)
+                        .exhausted
+                        .fetch_add(1, Ordering::Relaxed);
                     return Err(PoolError::Exhausted {
                         address: address.to_string(),
                         max: limit,
@@ -201,6 +254,44 @@ pub async fn acquire(
             }
         }
     }
+}
+
+/// What a borrow does, decided inside the worker's pool.
+fn plan(
+    b: &mut BackendPool,
+    key: &PoolKey,
+    settings: &PoolSettings,
+    epoch: u64,
+    address: &str,
+    limit: usize,
+) -> (Plan, usize, Vec<ServerConnection>) {
+    let mut expired: Vec<ServerConnection> = prune(b, settings).into_iter().collect();
+    if b.idle.iter().any(|i| i.conn.epoch != epoch) {
+        let (keep, stale): (Vec<Idle>, Vec<Idle>) =
+            b.idle.drain(..).partition(|i| i.conn.epoch == epoch);
+        b.idle = keep;
+        expired.extend(stale.into_iter().map(|i| i.conn));
+    }
+    if let Some(i) = b.idle.iter().rposition(|i| &i.conn.key == key) {
+        return (Plan::Take(b.idle.swap_remove(i).conn), limit, expired);
+    }
+    let slot = || Slot {
+        address: address.to_string(),
+    };
+    if b.open < limit {
+        b.open += 1;
+        b.counts.opened.fetch_add(1, Ordering::Relaxed);
+        return (Plan::Open(slot(), None), limit, expired);
+    }
+    // Full, but an idle connection of another user can make room.
+    if let Some(i) = b.idle.iter().position(|i| &i.conn.key != key) {
+        b.open += 1;
+        b.counts.opened.fetch_add(1, Ordering::Relaxed);
+        let evicted = b.idle.swap_remove(i).conn;
+        return (Plan::Open(slot(), Some(evicted)), limit, expired);
+    }
+    b.counts.waits.fetch_add(1, Ordering::Relaxed);
+    (Plan::Wait(b.waiters.clone()), limit, expired)
 }
 
 /// Close idle connections past their idle timeout, keeping `min_idle`. Returned so that they are
@@ -238,11 +329,12 @@ fn put_idle(conn: ServerConnection) {
     let address = conn.address.clone();
     WORKER.with(|w| {
         let mut w = w.borrow_mut();
-        let b = w.backends.entry(address).or_default();
+        let b = pool_of(&mut w, &address);
         b.idle.push(Idle {
             conn,
             since: Instant::now(),
         });
+        b.publish();
         b.waiters.notify_one();
     });
 }

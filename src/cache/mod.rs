@@ -124,7 +124,8 @@ enum Store {
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Lookup {
-    Hit(Bytes),
+    /// The response's row count and its bytes.
+    Hit(u64, Bytes),
     /// Not there: run the statement and store its result under this key, stamped with these
     /// generations.
     Miss(Key, Vec<u64>),
@@ -189,17 +190,17 @@ impl Cache {
         let found = value.map(|v| v.and_then(|v| unstamp(v, &gens)));
         if !count {
             return match found {
-                Some(Some(v)) => Lookup::Hit(v),
+                Some(Some((rows, v))) => Lookup::Hit(rows, v),
                 Some(None) => Lookup::Miss(key, gens),
                 None => Lookup::Bypass,
             };
         }
         let rule = self.stats.rule(plan.rule);
         match found {
-            Some(Some(v)) => {
+            Some(Some((rows, v))) => {
                 Stats::count(&self.stats.hits);
                 Stats::count(&rule.hits);
-                Lookup::Hit(v)
+                Lookup::Hit(rows, v)
             }
             Some(None) => {
                 Stats::count(&self.stats.misses);
@@ -249,8 +250,8 @@ impl Cache {
     }
 
     /// Keep a result, stamped with the generations read before it was made.
-    pub async fn put(&self, key: Key, stamps: &[u64], result: &[u8], ttl: Duration) {
-        let value = stamp(stamps, result);
+    pub async fn put(&self, key: Key, stamps: &[u64], rows: u64, result: &[u8], ttl: Duration) {
+        let value = stamp(stamps, rows, result);
         let stored = match &self.store {
             Store::Embedded(e) => {
                 e.put(key, value, ttl);
@@ -437,29 +438,34 @@ impl Batcher {
     }
 }
 
-/// An entry as stored: the number of generations, each as a little-endian u64, the result.
-fn stamp(stamps: &[u64], result: &[u8]) -> Bytes {
-    let mut v = Vec::with_capacity(1 + stamps.len() * 8 + result.len());
+/// An entry as stored: the number of generations, each as a little-endian u64, the result's
+/// row count (u64), the result.
+fn stamp(stamps: &[u64], rows: u64, result: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(9 + stamps.len() * 8 + result.len());
     v.push(stamps.len().min(255) as u8);
     for g in stamps.iter().take(255) {
         v.extend_from_slice(&g.to_le_bytes());
     }
+    v.extend_from_slice(&rows.to_le_bytes());
     v.extend_from_slice(result);
     Bytes::from(v)
 }
 
-/// The result of an entry stamped with exactly these generations; None for any other (an entry
-/// from before a write, or not ours).
-fn unstamp(value: Bytes, current: &[u64]) -> Option<Bytes> {
+/// (rows, result) of an entry stamped with exactly these generations; None for any other (an
+/// entry from before a write, or not ours).
+fn unstamp(value: Bytes, current: &[u64]) -> Option<(u64, Bytes)> {
     let n = usize::from(*value.first()?);
-    if n != current.len() || value.len() < 1 + n * 8 {
+    let head = 1 + n * 8;
+    if n != current.len() || value.len() < head + 8 {
         return None;
     }
     let same = current
         .iter()
         .enumerate()
         .all(|(i, g)| value[1 + i * 8..9 + i * 8] == g.to_le_bytes());
-    same.then(|| value.slice(1 + n * 8..))
+    let mut rows = [0u8; 8];
+    rows.copy_from_slice(&value[head..head + 8]);
+    same.then(|| (u64::from_le_bytes(rows), value.slice(head + 8..)))
 }
 
 #[cfg(test)]
@@ -468,8 +474,11 @@ mod tests {
 
     #[test]
     fn entries_count_only_with_their_generations() {
-        let v = stamp(&[3, 9], b"rows");
-        assert_eq!(unstamp(v.clone(), &[3, 9]).as_deref(), Some(&b"rows"[..]));
+        let v = stamp(&[3, 9], 2, b"rows");
+        assert_eq!(
+            unstamp(v.clone(), &[3, 9]),
+            Some((2, Bytes::from_static(b"rows")))
+        );
         assert_eq!(unstamp(v.clone(), &[3, 10]), None);
         assert_eq!(unstamp(v, &[3]), None);
         assert_eq!(unstamp(Bytes::from_static(b"\x05ab"), &[1; 5]), None);

@@ -485,6 +485,7 @@ impl LoadedConfig {
                 script,
                 admin_script,
                 cache,
+                max_digests: file.admin.max_digests.unwrap_or(1000).min(1_000_000),
             },
             warnings,
             daemon: cli.daemon,

@@ -107,6 +107,8 @@ pub struct FileAdmin {
     pub password: Option<String>,
     /// A Lua script for admin queries (--admin-lua-script).
     pub script: Option<PathBuf>,
+    /// Statement digests kept for SHOW QUERY DIGESTS (default 1000; 0: none).
+    pub max_digests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +215,8 @@ pub struct Config {
     pub admin_script: Option<PathBuf>,
     /// The result cache.
     pub cache: Caching,
+    /// Statement digests kept for SHOW QUERY DIGESTS (0: no digest statistics).
+    pub max_digests: usize,
 }
 
 /// The Lua script and how it runs.

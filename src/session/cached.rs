@@ -96,7 +96,12 @@ impl Session {
         };
         let key = self.cache_key(&plan, &params);
         match cache.lookup(&plan, key, true).await {
-            Lookup::Hit(bytes) => {
+            Lookup::Hit(rows, bytes) => {
+                self.outcome = super::Outcome {
+                    route: crate::metrics::RouteLabel::Cache,
+                    rows,
+                    error: false,
+                };
                 self.send_cached(&bytes).await?;
                 Ok(Step::Answered)
             }
@@ -124,7 +129,7 @@ impl Session {
             Verdict::Cacheable(plan) => {
                 let key = self.cache_key(&plan, &[]);
                 match cache.lookup(&plan, key, false).await {
-                    Lookup::Hit(_) => format!("cache hit ({})", plan.describe(&cache.config)),
+                    Lookup::Hit(..) => format!("cache hit ({})", plan.describe(&cache.config)),
                     Lookup::Miss(..) => format!("cacheable ({})", plan.describe(&cache.config)),
                     Lookup::Bypass => format!(
                         "cacheable ({}), but the {} store is unreachable: bypassed",
@@ -151,8 +156,9 @@ impl Session {
         let Some(fill) = fill else { return };
         match tap {
             Some(t) if clean && !t.overflow && !t.bytes.is_empty() => {
+                let rows = self.outcome.rows;
                 fill.cache
-                    .put(fill.key, &fill.stamps, &t.bytes, fill.ttl)
+                    .put(fill.key, &fill.stamps, rows, &t.bytes, fill.ttl)
                     .await;
             }
             _ => fill.cache.not_stored(),

@@ -10,6 +10,7 @@ use super::frontend::{access_denied, check_password, switch_to_native};
 use super::relay::{forward_command, relay_response, RelayError, Rewrite};
 use super::{Session, FIRST_CONNECTION_ID};
 use crate::backend::{ServerConnection, SessionState};
+use crate::metrics::ErrorKind;
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{com, errcode, MAX_CHUNK};
 use crate::protocol::handshake::ChangeUser;
@@ -58,6 +59,7 @@ pub(crate) async fn run(s: &mut Session) {
             Ok(c) => c,
             Err(e) if e.is_disconnect() => return,
             Err(e) => {
+                s.shared.metrics.error(ErrorKind::Client);
                 tracing::warn!("bad packet from client: {e}");
                 let err =
                     ErrPacket::new(errcode::ER_UNKNOWN_ERROR, "08S01", format!("Weiche: {e}"));
@@ -66,8 +68,12 @@ pub(crate) async fn run(s: &mut Session) {
             }
         };
         handle.begin(&cmd.payload);
+        let payload = cmd.payload.clone();
+        let started = std::time::Instant::now();
+        s.outcome = Default::default();
         let next = dispatch(s, cmd).await;
         handle.end();
+        s.account(&payload, started.elapsed());
         match next {
             Ok(Next::Continue) => {}
             Ok(Next::Close) => return,
@@ -80,6 +86,7 @@ pub(crate) async fn run(s: &mut Session) {
             Err(
                 e @ (RelayError::Server(_) | RelayError::Abandoned(_) | RelayError::Timeout(_)),
             ) => {
+                s.shared.metrics.error(kind_of(&e));
                 tracing::warn!("lost the server connection: {e}");
                 let err = ErrPacket::new(
                     errcode::CR_SERVER_LOST,
@@ -100,6 +107,15 @@ pub(crate) async fn run(s: &mut Session) {
                 return;
             }
         }
+    }
+}
+
+/// How a relay failure counts in `weiche_errors_total`.
+pub(crate) fn kind_of(e: &RelayError) -> ErrorKind {
+    match e {
+        RelayError::Timeout(_) => ErrorKind::Timeout,
+        RelayError::Client(_) | RelayError::CommandTooLarge { .. } => ErrorKind::Client,
+        RelayError::Server(_) | RelayError::Abandoned(_) => ErrorKind::Backend,
     }
 }
 
@@ -261,6 +277,7 @@ async fn relay_routed(
         let route = match route {
             Ok(r) => r,
             Err(e) => {
+                s.shared.metrics.error(ErrorKind::Routing);
                 reply_err(s, cmd.seq, e).await?;
                 return Ok((Next::Continue, false));
             }

@@ -11,6 +11,7 @@ use crate::backend::query::Answer;
 use crate::backend::state::plan;
 use crate::backend::ServerConnection;
 use crate::config::Role;
+use crate::metrics::RouteLabel;
 use crate::protocol::constants::{cap, com, errcode, status};
 use crate::protocol::{Chunk, ErrPacket, Expect, Walker};
 use crate::route::{self, Context, Destination, Route, State, Wait};
@@ -472,6 +473,14 @@ impl Session {
                 r = relay => r,
                 e = super::failure::watchdog(table, backend, epoch, timeout) => Err(e),
             }
+        };
+        self.outcome = super::Outcome {
+            route: match table.role(backend) {
+                Role::Primary => RouteLabel::Primary,
+                Role::Replica => RouteLabel::Replica,
+            },
+            rows: walker.rows,
+            error: walker.error || result.is_err(),
         };
         if let Err(e) = &result {
             cur.conn.broken = true;

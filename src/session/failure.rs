@@ -56,6 +56,7 @@ impl Session {
         e: &RelayError,
         was_pinned: bool,
     ) -> Result<Next, RelayError> {
+        self.shared.metrics.error(super::command::kind_of(e));
         if self.answered {
             tracing::warn!("{e}, after part of the answer reached the client: closing");
             return Ok(Next::Close);

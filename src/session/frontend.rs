@@ -198,6 +198,7 @@ async fn login_inner(
         }
         Ok(Err(e)) => return Err(e),
         Ok(Ok(Auth::Refused(seq, err))) => {
+            shared.metrics.error(crate::metrics::ErrorKind::Login);
             tracing::warn!("login refused: {}", err.message);
             client.send(seq, &err_payload(&err)).await?;
             return Ok(None);
@@ -257,6 +258,8 @@ async fn login_inner(
         peer_name: peer.to_string(),
         tap: None,
         cache_pending: Vec::new(),
+        outcome: Default::default(),
+        shown_pins: String::new(),
     };
     session.handle.set_info(
         peer.to_string(),

@@ -2,6 +2,7 @@
 //! command to the session's server connection, and the registry of live sessions that KILL
 //! uses to find the server thread behind a Weiche connection id.
 
+mod accounting;
 mod cached;
 mod command;
 mod consistency;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub backends: Arc<BackendTable>,
     /// The result cache (None when it is off).
     pub cache: Option<Arc<crate::cache::Cache>>,
+    /// Latency, errors and digests, for /metrics and the admin port.
+    pub metrics: crate::metrics::Metrics,
     server_info: Mutex<ServerInfo>,
     next_id: AtomicU32,
     /// Flips to true when Weiche stops: idle sessions close, busy ones finish their command.
@@ -81,6 +84,7 @@ impl Shared {
         Arc::new(Shared {
             backends: Arc::new(BackendTable::new(&config)),
             cache: crate::cache::Cache::new(&config.cache).map(Arc::new),
+            metrics: crate::metrics::Metrics::new(config.max_digests),
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
             server_info: Mutex::new(ServerInfo::default()),
@@ -215,6 +219,28 @@ pub(crate) struct Session {
     pub tap: Option<relay::Tap>,
     /// Cache generations to bump when the open transaction ends.
     pub cache_pending: Vec<crate::cache::Scope>,
+    /// How the current command went, for statistics.
+    pub outcome: Outcome,
+    /// The pin reasons SHOW SESSIONS shows now ("" when none).
+    pub shown_pins: String,
+}
+
+/// Where the last command was answered and what it returned.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub route: crate::metrics::RouteLabel,
+    pub rows: u64,
+    pub error: bool,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            route: crate::metrics::RouteLabel::Local,
+            rows: 0,
+            error: false,
+        }
+    }
 }
 
 impl Session {

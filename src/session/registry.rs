@@ -16,6 +16,8 @@ pub struct SessionHandle {
     info: Mutex<(String, String, String)>,
     /// The command running now: since when, and its first bytes.
     busy: Mutex<Busy>,
+    /// Why the session holds its server connection ("" when nothing does).
+    pins: Mutex<String>,
 }
 
 /// A command in progress (no allocation per command: the text is cut to a fixed buffer).
@@ -82,6 +84,16 @@ impl SessionHandle {
         if let Ok(mut b) = self.busy.lock() {
             b.since = None;
         }
+    }
+
+    pub fn set_pins(&self, pins: &str) {
+        if let Ok(mut p) = self.pins.lock() {
+            pins.clone_into(&mut p);
+        }
+    }
+
+    pub fn pins(&self) -> String {
+        self.pins.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     pub fn busy(&self) -> Busy {

@@ -4,6 +4,21 @@
 
 use super::lexer::{tokenize, Kind};
 
+/// A hash of `sql`'s digest, without building its text (for statistics on the query path).
+pub fn digest_hash(sql: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in tokenize(sql) {
+        match t.kind {
+            Kind::Comment => continue,
+            Kind::Str | Kind::Number | Kind::HexOrBit => h.write_u8(b'?'),
+            _ => h.write(t.text(sql)),
+        }
+        h.write_u8(0);
+    }
+    h.finish()
+}
+
 /// The normalized text of `sql`.
 pub fn digest(sql: &[u8]) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -31,6 +46,19 @@ pub fn digest(sql: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::digest;
+
+    #[test]
+    fn statements_differing_in_values_share_a_hash() {
+        use super::digest_hash;
+        assert_eq!(
+            digest_hash(b"SELECT c FROM t WHERE id = 5"),
+            digest_hash(b"SELECT  c FROM t /* x */ WHERE id='abc'")
+        );
+        assert_ne!(
+            digest_hash(b"SELECT c FROM t WHERE id = 5"),
+            digest_hash(b"SELECT d FROM t WHERE id = 5")
+        );
+    }
 
     #[test]
     fn literals_become_placeholders() {

@@ -1,0 +1,98 @@
+//! The admin port's statistics tables: SHOW POOLS, SHOW CACHE, SHOW QUERY DIGESTS.
+
+use super::commands::table;
+use crate::metrics::RouteLabel;
+use crate::session::Shared;
+use bytes::BytesMut;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// SHOW POOLS: each backend's server connections over all workers.
+pub fn pools(shared: &Shared) -> Vec<BytesMut> {
+    let config = shared.config();
+    let max = config.pool.settings.max_connections;
+    let rows = crate::backend::pool::counts()
+        .into_iter()
+        .map(|(address, c)| {
+            let (open, idle) = (c.open.load(Relaxed), c.idle.load(Relaxed));
+            vec![
+                Some(address),
+                Some(open.max(0).to_string()),
+                Some((open - idle).max(0).to_string()),
+                Some(idle.max(0).to_string()),
+                Some(max.to_string()),
+                Some(c.opened.load(Relaxed).to_string()),
+                Some(c.waits.load(Relaxed).to_string()),
+                Some(c.exhausted.load(Relaxed).to_string()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "backend",
+            "open",
+            "in_use",
+            "idle",
+            "max_connections",
+            "opened_total",
+            "waits",
+            "exhausted",
+        ],
+        rows,
+    )
+}
+
+/// SHOW CACHE: one row per statistic.
+pub fn cache(shared: &Shared) -> Vec<BytesMut> {
+    let rows = match &shared.cache {
+        Some(c) => c
+            .describe()
+            .into_iter()
+            .map(|(k, v)| vec![Some(k), Some(v)])
+            .collect(),
+        None => vec![vec![Some("store".into()), Some("off".into())]],
+    };
+    table(&["name", "value"], rows)
+}
+
+/// SHOW QUERY DIGESTS: per digest, by total time.
+pub fn digests(shared: &Shared) -> Vec<BytesMut> {
+    let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
+    let rows = shared
+        .metrics
+        .digests
+        .top(usize::MAX)
+        .into_iter()
+        .map(|d| {
+            let share = |r: RouteLabel| {
+                format!("{:.3}", d.routes[r as usize] as f64 / d.count.max(1) as f64)
+            };
+            vec![
+                Some(d.digest),
+                Some(d.count.to_string()),
+                Some(ms(d.total_micros)),
+                Some(ms(d.total_micros / d.count.max(1))),
+                Some(ms(d.max_micros)),
+                Some(d.rows.to_string()),
+                Some(d.errors.to_string()),
+                Some(share(RouteLabel::Primary)),
+                Some(share(RouteLabel::Replica)),
+                Some(share(RouteLabel::Cache)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "digest",
+            "count",
+            "total_ms",
+            "avg_ms",
+            "max_ms",
+            "rows",
+            "errors",
+            "primary_share",
+            "replica_share",
+            "cache_share",
+        ],
+        rows,
+    )
+}

@@ -1,0 +1,133 @@
+//! Statistics per statement digest (the text with literals as `?`): count, time, rows, and
+//! where the statements were answered. Bounded: when the table is full, a new digest replaces
+//! the one seen least often.
+
+use super::RouteLabel;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    text: String,
+    count: u64,
+    total_micros: u64,
+    max_micros: u64,
+    rows: u64,
+    errors: u64,
+    /// Per route, indexed like RouteLabel::ALL.
+    routes: [u64; 4],
+}
+
+/// One digest's statistics, for SHOW QUERY DIGESTS and the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigestRow {
+    pub digest: String,
+    pub count: u64,
+    pub total_micros: u64,
+    pub max_micros: u64,
+    pub rows: u64,
+    pub errors: u64,
+    pub routes: [u64; 4],
+}
+
+#[derive(Debug)]
+pub struct Digests {
+    max: usize,
+    entries: Mutex<HashMap<u64, Entry>>,
+}
+
+impl Digests {
+    pub fn new(max: usize) -> Digests {
+        Digests {
+            max,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Record one statement. `hash` identifies its digest; `text` makes the digest's text and
+    /// is called only the first time it is seen.
+    pub fn record(
+        &self,
+        hash: u64,
+        text: impl FnOnce() -> String,
+        route: RouteLabel,
+        micros: u64,
+        rows: u64,
+        error: bool,
+    ) {
+        if self.max == 0 {
+            return;
+        }
+        let mut m = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !m.contains_key(&hash) && m.len() >= self.max {
+            if let Some(evict) = m.iter().min_by_key(|(_, e)| e.count).map(|(k, _)| *k) {
+                m.remove(&evict);
+            }
+        }
+        let e = m.entry(hash).or_insert_with(|| Entry {
+            text: text(),
+            ..Entry::default()
+        });
+        e.count += 1;
+        e.total_micros += micros;
+        e.max_micros = e.max_micros.max(micros);
+        e.rows += rows;
+        e.errors += u64::from(error);
+        e.routes[route as usize] += 1;
+    }
+
+    /// The digests by total time, largest first, at most `limit`.
+    pub fn top(&self, limit: usize) -> Vec<DigestRow> {
+        let m = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rows: Vec<DigestRow> = m
+            .values()
+            .map(|e| DigestRow {
+                digest: e.text.clone(),
+                count: e.count,
+                total_micros: e.total_micros,
+                max_micros: e.max_micros,
+                rows: e.rows,
+                errors: e.errors,
+                routes: e.routes,
+            })
+            .collect();
+        drop(m);
+        rows.sort_by_key(|r| std::cmp::Reverse(r.total_micros));
+        rows.truncate(limit);
+        rows
+    }
+
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_with_the_rarest_evicted() {
+        let d = Digests::new(2);
+        for _ in 0..3 {
+            d.record(1, || "a".into(), RouteLabel::Replica, 10, 1, false);
+        }
+        d.record(2, || "b".into(), RouteLabel::Primary, 500, 0, true);
+        d.record(3, || "c".into(), RouteLabel::Cache, 1, 1, false);
+        let top = d.top(10);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].digest, "a");
+        assert_eq!(top[0].count, 3);
+        assert_eq!(top[0].routes[RouteLabel::Replica as usize], 3);
+        assert_eq!(top[1].digest, "c", "b was seen least often and made room");
+    }
+}

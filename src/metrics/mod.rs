@@ -1,0 +1,113 @@
+//! Process-wide statistics that sessions record and the admin port and /metrics read: query
+//! latency histograms by route, errors by kind, and the query digest table. Recording is a few
+//! atomic adds (the digest table takes one short lock); nothing here allocates per query except
+//! a digest seen for the first time.
+
+pub mod digests;
+mod histogram;
+
+pub use digests::{DigestRow, Digests};
+pub use histogram::{Histogram, BUCKETS};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where a command was answered, for latency and digest statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLabel {
+    Primary,
+    Replica,
+    Cache,
+    /// Answered by Weiche itself or not routed (PING, errors, ...).
+    Local,
+}
+
+impl RouteLabel {
+    pub const ALL: [RouteLabel; 4] = [
+        RouteLabel::Primary,
+        RouteLabel::Replica,
+        RouteLabel::Cache,
+        RouteLabel::Local,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteLabel::Primary => "primary",
+            RouteLabel::Replica => "replica",
+            RouteLabel::Cache => "cache",
+            RouteLabel::Local => "local",
+        }
+    }
+}
+
+/// Kinds of errors, for `weiche_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No backend could take the statement (no primary, no replica, ...).
+    Routing,
+    /// A server connection failed or a backend went down during a command.
+    Backend,
+    /// routing.query_timeout passed.
+    Timeout,
+    /// No server connection could be had in time (pool exhausted).
+    Pool,
+    /// A login was refused.
+    Login,
+    /// A client sent something Weiche cannot read.
+    Client,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Routing,
+        ErrorKind::Backend,
+        ErrorKind::Timeout,
+        ErrorKind::Pool,
+        ErrorKind::Login,
+        ErrorKind::Client,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Routing => "routing",
+            ErrorKind::Backend => "backend",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Pool => "pool",
+            ErrorKind::Login => "login",
+            ErrorKind::Client => "client",
+        }
+    }
+}
+
+/// Everything sessions count.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Command latency per route (indexed like RouteLabel::ALL).
+    pub latency: [Histogram; 4],
+    errors: [AtomicU64; 6],
+    pub digests: Digests,
+    pub started: std::time::Instant,
+}
+
+impl Metrics {
+    pub fn new(max_digests: usize) -> Metrics {
+        Metrics {
+            latency: Default::default(),
+            errors: Default::default(),
+            digests: Digests::new(max_digests),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// One finished command.
+    pub fn command(&self, route: RouteLabel, micros: u64) {
+        self.latency[route as usize].observe(micros);
+    }
+}

@@ -1,0 +1,47 @@
+//! After each command: its latency by route, its digest's statistics, and the session's pins
+//! as SHOW SESSIONS shows them.
+
+use super::Session;
+use crate::protocol::constants::com;
+use crate::sql::digest::{digest, digest_hash};
+use std::time::Duration;
+
+impl Session {
+    /// Count a finished command (`payload` is what the client sent).
+    pub(crate) fn account(&mut self, payload: &[u8], took: Duration) {
+        let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let metrics = &self.shared.metrics;
+        let o = self.outcome;
+        metrics.command(o.route, micros);
+        let sql: Option<&[u8]> = match payload.first() {
+            Some(&com::QUERY) => Some(&payload[1..]),
+            Some(&com::STMT_EXECUTE) => super::stmt::statement_id(payload)
+                .and_then(|id| self.stmts.get(id))
+                .map(|st| &st.sql[..]),
+            _ => None,
+        };
+        if let Some(sql) = sql.filter(|_| self.config.max_digests > 0) {
+            metrics.digests.record(
+                digest_hash(sql),
+                || digest(sql),
+                o.route,
+                micros,
+                o.rows,
+                o.error,
+            );
+        }
+        // Only a pinned session builds its reasons; an unpinned one compares with "".
+        let pinned = self.pinned();
+        if pinned || !self.shown_pins.is_empty() {
+            let pins = if pinned {
+                self.pin_reasons()
+            } else {
+                String::new()
+            };
+            if pins != self.shown_pins {
+                self.handle.set_pins(&pins);
+                self.shown_pins = pins;
+            }
+        }
+    }
+}
