@@ -1,6 +1,6 @@
 //! The HTTP listener (`--http-address`, `[http] address`): `/metrics` in the Prometheus text
-//! format and `/health` (200 when Weiche can route writes and reads, 503 otherwise, with a JSON
-//! body). A few lines of HTTP/1.1 by hand: one request per connection, then close.
+//! format, `/health` (200 when Weiche can route writes and reads, 503 otherwise, with a JSON
+//! body), and the status page (`/` and its `/status.json`). A few lines of HTTP/1.1 by hand: one request per connection, then close.
 
 use crate::route::{State, Writer};
 use crate::session::Shared;
@@ -46,6 +46,12 @@ async fn request(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> 
     let path = path.split('?').next().unwrap_or("");
     let (code, kind, body) = match (method, path) {
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", metrics(shared)),
+        ("GET", "/" | "/index.html") => (
+            200,
+            "text/html; charset=utf-8",
+            super::status_page::PAGE.into(),
+        ),
+        ("GET", "/status.json") => (200, "application/json", super::status_page::json(shared)),
         ("GET", "/health") => {
             let (ok, body) = health(shared);
             (if ok { 200 } else { 503 }, "application/json", body)
@@ -53,7 +59,7 @@ async fn request(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> 
         ("GET", _) => (
             404,
             "text/plain",
-            "not found: try /metrics or /health\n".into(),
+            "not found: try /, /status.json, /metrics or /health\n".into(),
         ),
         _ => (405, "text/plain", "only GET\n".into()),
     };

@@ -8,6 +8,7 @@ mod commands;
 mod exposition;
 pub mod http;
 mod stats;
+mod status_page;
 
 use crate::config::{Config, Credentials, Scripting};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
