@@ -25,7 +25,18 @@ fn main() -> ExitCode {
         return daemonize();
     }
     let config = loaded.config;
-    if let Err(e) = weiche::logging::init(&config.log_level, config.log_file.as_deref()) {
+    if let Err(e) = weiche::logging::init(
+        &config.log_level,
+        config.log_file.as_deref(),
+        config.log_format,
+    ) {
+        eprintln!("weiche: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = weiche::logging::open_statement_logs(
+        config.query_log.as_deref(),
+        config.slow_log.as_deref(),
+    ) {
         eprintln!("weiche: {e}");
         return ExitCode::from(2);
     }

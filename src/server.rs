@@ -105,8 +105,12 @@ async fn accept_loop(
     let mut next = 0usize;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         tokio::select! {
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                let _ = reload(&shared, "SIGHUP");
+            }
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     let Ok(std_stream) = stream.into_std() else { continue };
@@ -133,6 +137,21 @@ async fn accept_loop(
                 }
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Reload the configuration and log what happened (SIGHUP, RELOAD CONFIG).
+pub fn reload(shared: &Shared, why: &str) -> Result<String, String> {
+    match shared.reload() {
+        Ok(r) => {
+            let summary = r.summary();
+            tracing::info!("{why}: {summary}");
+            Ok(summary)
+        }
+        Err(e) => {
+            tracing::error!("{why}: the configuration is refused, the running one stays: {e}");
+            Err(e)
         }
     }
 }

@@ -34,6 +34,10 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("KILL SESSION n", "close client session n"),
     (
+        "RELOAD CONFIG",
+        "re-read the configuration file and apply it (like SIGHUP); a bad file is refused",
+    ),
+    (
         "SHOW QUERY DIGESTS",
         "statements by digest: count, total/avg/max time, rows, share per route",
     ),
@@ -101,12 +105,7 @@ pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
         "SHOW CACHE" => return super::stats::cache(shared),
         "SHOW POOLS" => return super::stats::pools(shared),
         "SHOW QUERY DIGESTS" => return super::stats::digests(shared),
-        "RELOAD CONFIG" => {
-            return err(
-                errcode::ER_NOT_SUPPORTED_YET,
-                format!("{q}: not available in this version of Weiche yet"),
-            )
-        }
+
         _ => {}
     }
     if upper.starts_with("SELECT @@") {
@@ -142,6 +141,23 @@ pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
             "unknown admin command '{q}'; the commands are: {}",
             list.join("; ")
         ),
+    )
+}
+
+/// Is this RELOAD CONFIG?
+pub fn is_reload(sql: &str) -> bool {
+    normalize(sql).eq_ignore_ascii_case("RELOAD CONFIG")
+}
+
+/// RELOAD CONFIG's answer: one row saying what was applied.
+pub fn reloaded(summary: &str) -> Vec<BytesMut> {
+    table(&["result"], vec![vec![Some(summary.to_string())]])
+}
+
+pub fn refused_reload(e: &str) -> Vec<BytesMut> {
+    err(
+        errcode::ER_UNKNOWN_ERROR,
+        format!("RELOAD CONFIG refused, the running configuration stays: {e}"),
     )
 }
 
@@ -245,7 +261,7 @@ fn backends(shared: &Shared) -> Vec<BytesMut> {
                     t.role(i).as_str().to_string()
                 }),
                 Some(state.as_str().to_string()),
-                Some(b.weight.to_string()),
+                Some(b.weight.load(Relaxed).to_string()),
                 r.lag_seconds.map(|l| format!("{l:.3}")),
                 r.lag_transactions.map(|l| l.to_string()),
                 r.position.clone(),

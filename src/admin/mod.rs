@@ -161,6 +161,12 @@ async fn connection(
                 )]
             }
             Some(Err(e)) => e,
+            None if commands::is_reload(&sql) => {
+                match crate::server::reload(&shared, "admin RELOAD CONFIG") {
+                    Ok(summary) => commands::reloaded(&summary),
+                    Err(e) => commands::refused_reload(&e),
+                }
+            }
             None => commands::answer(&shared, &sql),
         };
         let mut s = seq;

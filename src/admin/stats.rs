@@ -45,7 +45,7 @@ pub fn pools(shared: &Shared) -> Vec<BytesMut> {
 pub fn cache(shared: &Shared) -> Vec<BytesMut> {
     let rows = match &shared.cache {
         Some(c) => c
-            .describe()
+            .describe(&shared.config().cache)
             .into_iter()
             .map(|(k, v)| vec![Some(k), Some(v)])
             .collect(),

@@ -98,8 +98,9 @@ pub struct Stats {
     /// Statements asked for but refused (non-deterministic, in a transaction, ...).
     pub refused: AtomicU64,
     pub bumps: AtomicU64,
-    /// Per rule, in config order; the last one counts hints.
-    pub rules: Vec<RuleStats>,
+    /// Per rule, in config order; the last one counts hints. Replaced when a reload changes
+    /// the rules.
+    pub rules: std::sync::RwLock<Vec<RuleStats>>,
 }
 
 impl Stats {
@@ -107,11 +108,16 @@ impl Stats {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn rule(&self, rule: Option<usize>) -> &RuleStats {
-        let i = rule
-            .unwrap_or(self.rules.len() - 1)
-            .min(self.rules.len() - 1);
-        &self.rules[i]
+    /// Count a hit or a miss for a rule (None: a hint).
+    fn count_rule(&self, rule: Option<usize>, hit: bool) {
+        let rules = self
+            .rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = rules.len().saturating_sub(1);
+        if let Some(r) = rules.get(rule.unwrap_or(last).min(last)) {
+            Stats::count(if hit { &r.hits } else { &r.misses });
+        }
     }
 }
 
@@ -153,9 +159,11 @@ impl Cache {
             }
         };
         let stats = Stats {
-            rules: (0..=config.rules.len())
-                .map(|_| RuleStats::default())
-                .collect(),
+            rules: std::sync::RwLock::new(
+                (0..=config.rules.len())
+                    .map(|_| RuleStats::default())
+                    .collect(),
+            ),
             ..Stats::default()
         };
         Some(Cache {
@@ -195,16 +203,15 @@ impl Cache {
                 None => Lookup::Bypass,
             };
         }
-        let rule = self.stats.rule(plan.rule);
         match found {
             Some(Some((rows, v))) => {
                 Stats::count(&self.stats.hits);
-                Stats::count(&rule.hits);
+                self.stats.count_rule(plan.rule, true);
                 Lookup::Hit(rows, v)
             }
             Some(None) => {
                 Stats::count(&self.stats.misses);
-                Stats::count(&rule.misses);
+                self.stats.count_rule(plan.rule, false);
                 Lookup::Miss(key, gens)
             }
             None => {
@@ -340,8 +347,18 @@ impl Cache {
         }
     }
 
-    /// (name, value) lines for SHOW CACHE.
-    pub fn describe(&self) -> Vec<(String, String)> {
+    /// A reload changed the rules: their counts start over.
+    pub fn rules_changed(&self, rules: usize) {
+        let mut r = self
+            .stats
+            .rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *r = (0..=rules).map(|_| RuleStats::default()).collect();
+    }
+
+    /// (name, value) lines for SHOW CACHE; `config` names the rules.
+    pub fn describe(&self, config: &Caching) -> Vec<(String, String)> {
         let s = &self.stats;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         let hits = s.hits.load(Ordering::Relaxed);
@@ -381,9 +398,12 @@ impl Cache {
                 }
             }
         }
-        for (i, r) in s.rules.iter().enumerate() {
-            let name = self
-                .config
+        let rules = s
+            .rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, r) in rules.iter().enumerate() {
+            let name = config
                 .rules
                 .get(i)
                 .map_or("hints".to_string(), |r| r.name.clone());

@@ -478,6 +478,13 @@ impl LoadedConfig {
                 max_packet_size,
                 log_level,
                 log_file: cli.log_file.or(file.log.file),
+                log_format: file.log.format.unwrap_or_default(),
+                query_log: file.log.query_log,
+                slow_log: file.log.slow_log,
+                slow_query_time: match file.log.slow_query_time {
+                    Some(s) => super::routing::secs("log.slow_query_time", s, true)?,
+                    None => std::time::Duration::from_secs(1),
+                },
                 pid_file: cli.pid_file.or(file.proxy.pid_file),
                 routing,
                 pool,

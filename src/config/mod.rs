@@ -123,6 +123,23 @@ pub struct FileHttp {
 pub struct FileLog {
     pub level: Option<String>,
     pub file: Option<PathBuf>,
+    /// "text" (default) or "json": one JSON object per line.
+    pub format: Option<LogFormat>,
+    /// A file that gets one line per statement (time, session, user, route, duration, rows, SQL).
+    pub query_log: Option<PathBuf>,
+    /// A file that gets statements that took at least `slow_query_time` seconds.
+    pub slow_log: Option<PathBuf>,
+    /// Seconds (default 1).
+    pub slow_query_time: Option<f64>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A backend's role.
@@ -206,6 +223,11 @@ pub struct Config {
     pub max_packet_size: usize,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Statement logs (see FileLog).
+    pub query_log: Option<PathBuf>,
+    pub slow_log: Option<PathBuf>,
+    pub slow_query_time: Duration,
     pub pid_file: Option<PathBuf>,
     pub routing: Routing,
     pub pool: Pooling,

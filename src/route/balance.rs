@@ -16,7 +16,8 @@ pub struct BackendStats {
     pub address: String,
     /// The role the config gives it; the live one is `BackendTable::role`.
     pub configured_role: Role,
-    pub weight: u32,
+    /// Share of reads among replicas (changed by a config reload).
+    pub weight: AtomicU32,
     /// Commands in flight on this backend.
     pub outstanding: AtomicU32,
     /// Commands sent to this backend since start.
@@ -31,7 +32,7 @@ impl BackendStats {
         BackendStats {
             address: address.to_string(),
             configured_role: role,
-            weight: weight.max(1),
+            weight: AtomicU32::new(weight.max(1)),
             outstanding: AtomicU32::new(0),
             served: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
@@ -147,7 +148,7 @@ impl BackendTable {
                 (
                     i,
                     u64::from(b.outstanding.load(Ordering::Relaxed)),
-                    u64::from(b.weight),
+                    u64::from(b.weight.load(Ordering::Relaxed)),
                 )
             })
             .collect();

@@ -20,6 +20,28 @@ impl Session {
                 .map(|st| &st.sql[..]),
             _ => None,
         };
+        if let Some(sql) = sql {
+            let slow = took >= self.config.slow_query_time;
+            let logs = [
+                crate::logging::query_log(),
+                crate::logging::slow_log().filter(|_| slow),
+            ];
+            if logs.iter().any(Option::is_some) {
+                let entry = crate::logging::Entry {
+                    session: self.id,
+                    user: &self.user,
+                    client: &self.peer_name,
+                    route: o.route.as_str(),
+                    micros,
+                    rows: o.rows,
+                    error: o.error,
+                    sql,
+                };
+                for log in logs.into_iter().flatten() {
+                    log.write(&entry);
+                }
+            }
+        }
         if let Some(sql) = sql.filter(|_| self.config.max_digests > 0) {
             metrics.digests.record(
                 digest_hash(sql),

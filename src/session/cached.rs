@@ -33,14 +33,14 @@ pub(crate) enum Step {
 impl Session {
     /// What the cache makes of this statement for this session now.
     pub fn cache_verdict(&self, sql: &[u8]) -> Verdict {
-        let Some(cache) = &self.shared.cache else {
+        if self.shared.cache.is_none() {
             return Verdict::NotAsked;
-        };
+        }
         let asker = Asker {
             user: &self.user,
             schema: self.state.schema.as_deref(),
         };
-        match cache::decide(&cache.config, sql, asker) {
+        match cache::decide(&self.config.cache, sql, asker) {
             Verdict::Cacheable(_) if self.pinned() => {
                 Verdict::Refused(format!("the session is pinned ({})", self.pin_reasons()).into())
             }
@@ -106,7 +106,7 @@ impl Session {
                 Ok(Step::Answered)
             }
             Lookup::Miss(key, stamps) => {
-                self.tap = Some(Tap::new(cache.config.max_result_size));
+                self.tap = Some(Tap::new(self.config.cache.max_result_size));
                 Ok(Step::Run(Some(Fill {
                     ttl: plan.ttl,
                     cache,
@@ -129,11 +129,13 @@ impl Session {
             Verdict::Cacheable(plan) => {
                 let key = self.cache_key(&plan, &[]);
                 match cache.lookup(&plan, key, false).await {
-                    Lookup::Hit(..) => format!("cache hit ({})", plan.describe(&cache.config)),
-                    Lookup::Miss(..) => format!("cacheable ({})", plan.describe(&cache.config)),
+                    Lookup::Hit(..) => format!("cache hit ({})", plan.describe(&self.config.cache)),
+                    Lookup::Miss(..) => {
+                        format!("cacheable ({})", plan.describe(&self.config.cache))
+                    }
                     Lookup::Bypass => format!(
                         "cacheable ({}), but the {} store is unreachable: bypassed",
-                        plan.describe(&cache.config),
+                        plan.describe(&self.config.cache),
                         cache.store_name()
                     ),
                 }

@@ -68,6 +68,15 @@ pub(crate) async fn run(s: &mut Session) {
             }
         };
         handle.begin(&cmd.payload);
+        let epoch = s
+            .shared
+            .config_epoch
+            .load(std::sync::atomic::Ordering::Acquire);
+        if epoch != s.config_epoch {
+            // A reload happened: this command runs with the new configuration.
+            s.config = s.shared.config();
+            s.config_epoch = epoch;
+        }
         let payload = cmd.payload.clone();
         let started = std::time::Instant::now();
         s.outcome = Default::default();

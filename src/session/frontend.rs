@@ -260,6 +260,9 @@ async fn login_inner(
         cache_pending: Vec::new(),
         outcome: Default::default(),
         shown_pins: String::new(),
+        config_epoch: shared
+            .config_epoch
+            .load(std::sync::atomic::Ordering::Acquire),
     };
     session.handle.set_info(
         peer.to_string(),

@@ -14,11 +14,13 @@ mod pins;
 mod prepared;
 mod registry;
 mod relay;
+mod reload;
 mod script;
 mod stmt;
 
 pub use frontend::{access_denied, read_login, switch_to_native, Login};
 pub use registry::{Registry, SessionHandle};
+pub use reload::Reloaded;
 
 use crate::backend::{LoginParams, Secret, ServerConnection, SessionState};
 use crate::config::Config;
@@ -66,6 +68,8 @@ impl Default for ServerInfo {
 #[derive(Debug)]
 pub struct Shared {
     config: RwLock<Arc<Config>>,
+    /// Bumped by every reload: sessions compare it with theirs before each command.
+    pub config_epoch: std::sync::atomic::AtomicU64,
     pub registry: Registry,
     /// The backends with their live load numbers.
     pub backends: Arc<BackendTable>,
@@ -86,6 +90,7 @@ impl Shared {
             cache: crate::cache::Cache::new(&config.cache).map(Arc::new),
             metrics: crate::metrics::Metrics::new(config.max_digests),
             config: RwLock::new(Arc::new(config)),
+            config_epoch: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
             server_info: Mutex::new(ServerInfo::default()),
             next_id: AtomicU32::new(FIRST_CONNECTION_ID),
@@ -223,6 +228,8 @@ pub(crate) struct Session {
     pub outcome: Outcome,
     /// The pin reasons SHOW SESSIONS shows now ("" when none).
     pub shown_pins: String,
+    /// The reload epoch `config` belongs to.
+    pub config_epoch: u64,
 }
 
 /// Where the last command was answered and what it returned.
@@ -280,12 +287,13 @@ impl Session {
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let id = shared.next_connection_id();
-    let span = tracing::info_span!("session", id, client = %peer);
+    let span = tracing::info_span!("session", id, client = %peer, user = tracing::field::Empty);
     async move {
         let handle = shared.registry.register(id);
         match frontend::login(shared.clone(), stream, peer, id, handle.clone()).await {
             Ok(Some(mut session)) => {
-                tracing::debug!(user = %session.user, "logged in");
+                tracing::Span::current().record("user", session.user.as_str());
+                tracing::debug!("logged in");
                 command::run(&mut session).await;
                 if let Some(mut script) = session.script.take() {
                     script.disconnect_client(&session.conn_view());

@@ -220,11 +220,16 @@ impl Weiche {
             let proxy_line =
                 |l: &&str| l.contains(concat!("weiche ", env!("CARGO_PKG_VERSION"), " listening"));
             if let Some(line) = log.lines().find(proxy_line) {
-                if let Some(port) = line
-                    .split("address=127.0.0.1:")
-                    .nth(1)
-                    .and_then(|r| r.split_whitespace().next())
-                {
+                // Text logs say address=127.0.0.1:N, JSON logs "address":"127.0.0.1:N".
+                let port = ["address=127.0.0.1:", "\"address\":\"127.0.0.1:"]
+                    .iter()
+                    .find_map(|m| line.split(m).nth(1))
+                    .map(|r| {
+                        r.chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect::<String>()
+                    });
+                if let Some(port) = port {
                     return port.parse().expect("port in the listening line");
                 }
             }
@@ -298,6 +303,11 @@ impl Weiche {
     /// True if the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The exit status once the process has ended.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 
