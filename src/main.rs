@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         let _ = Cli::command().print_long_help();
         return ExitCode::SUCCESS;
     }
+    let check = cli.check_config;
     let loaded = match LoadedConfig::load(cli) {
         Ok(l) => l,
         Err(e) => {
@@ -21,6 +22,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if check {
+        for w in &loaded.warnings {
+            eprintln!("weiche: warning: {w}");
+        }
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
     if loaded.daemon && std::env::var_os("WEICHE_DAEMONIZED").is_none() {
         return daemonize();
     }

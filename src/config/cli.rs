@@ -124,6 +124,10 @@ pub struct Cli {
     /// Same as --help.
     #[arg(long = "help-all")]
     pub help_all: bool,
+    /// Load and validate the configuration (flags and files), print "configuration OK" or the
+    /// problem, and exit (0 or 2) without starting.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
 }
 
 const AFTER_HELP: &str = "\
@@ -177,6 +181,7 @@ impl Cli {
             lua_path: self.lua_path.or(other.lua_path),
             lua_cpath: self.lua_cpath.or(other.lua_cpath),
             help_all: self.help_all || other.help_all,
+            check_config: self.check_config || other.check_config,
         }
     }
 }
