@@ -49,6 +49,20 @@ async fn reload_under_load_applies_a_good_file_and_refuses_a_bad_one() {
         .await
         .unwrap();
 
+    // Other sessions read from the replicas: wait until both have the table.
+    for r in replicas() {
+        let mut direct = Conn::new(opts(&r)).await.expect("replica");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while direct
+            .query_drop(format!("SELECT 1 FROM {t} LIMIT 0"))
+            .await
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "{r} never got {t}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     // Load: four sessions that keep one connection each, reading and writing, for the whole test.
     let stop = Arc::new(AtomicBool::new(false));
     let (done, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
