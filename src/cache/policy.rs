@@ -223,6 +223,12 @@ fn scopes(tables: &[TableName], schema: Option<&[u8]>) -> Result<Vec<Scope>, &'s
     Ok(out)
 }
 
+/// Whether a hint or rule could ask for this statement at all: the cheap test every statement
+/// passes through (no lexing), so that statements the cache has nothing to do with cost nothing.
+pub fn may_ask(config: &Caching, sql: &[u8]) -> bool {
+    config.enabled && (!config.rules.is_empty() || find(sql, b"weiche:").is_some())
+}
+
 /// Who asks, for rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Asker<'a> {
@@ -232,7 +238,7 @@ pub struct Asker<'a> {
 
 /// Decide whether a COM_QUERY text (or a prepared statement's text) is cached.
 pub fn decide(config: &Caching, sql: &[u8], asker: Asker<'_>) -> Verdict {
-    if !config.enabled {
+    if !may_ask(config, sql) {
         return Verdict::NotAsked;
     }
     let tokens = tokenize(sql);

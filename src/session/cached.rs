@@ -51,6 +51,11 @@ impl Session {
         }
     }
 
+    /// Whether the cache could be asked for this statement (no lexing: the cheap first test).
+    pub(crate) fn cache_may_ask(&self, sql: &[u8]) -> bool {
+        self.shared.cache.is_some() && cache::policy::may_ask(&self.config.cache, sql)
+    }
+
     fn autocommit_off(&self) -> bool {
         self.state
             .vars

@@ -150,6 +150,15 @@ fn route_statement(s: &Session, client_id: u32, avoid: Option<usize>) -> Result<
 /// generations of what it touched before its OK reaches the client.
 async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
     let id = statement_id(&cmd.payload).unwrap_or(0);
+    // The common case costs nothing: no hint or rule can ask, and nothing to invalidate.
+    let involved = s.stmts.get(id).is_some_and(|st| {
+        s.cache_may_ask(&st.sql)
+            || (s.shared.cache.is_some()
+                && (st.analysis.effects.writes || !s.cache_pending.is_empty()))
+    });
+    if !involved {
+        return execute(s, cmd, false).await.map(|_| ());
+    }
     let Some(st) = s.stmts.get(id).cloned() else {
         return execute(s, cmd, false).await.map(|_| ());
     };
