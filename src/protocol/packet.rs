@@ -80,8 +80,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     pub fn new(io: S) -> Self {
         Framed {
             io,
-            rbuf: BytesMut::with_capacity(16 * 1024),
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            // Buffers grow on first use and are given back when idle (`release_buffers`): ten
+            // thousand idle clients must not hold ten thousand pairs of them.
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+        }
+    }
+
+    /// Whether the buffers hold memory.
+    pub fn holds_buffers(&self) -> bool {
+        self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0
+    }
+
+    /// Give empty buffers' memory back (an idle connection).
+    pub fn release_buffers(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
         }
     }
 

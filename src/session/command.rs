@@ -26,6 +26,9 @@ pub(crate) enum Next {
     Close,
 }
 
+/// How long a client waits for its next command before its buffers are given back.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Serve commands until the client quits, disconnects or is killed.
 pub(crate) async fn run(s: &mut Session) {
     let handle = s.handle.clone();
@@ -52,6 +55,12 @@ pub(crate) async fn run(s: &mut Session) {
             _ = shutdown.changed() => continue,
             _ = sleep_until(hold_until) => {
                 s.release();
+                continue;
+            }
+            // An idle client gives its buffers back (read_chunk keeps partial input in rbuf,
+            // and only empty buffers are released).
+            _ = tokio::time::sleep(IDLE_RELEASE), if s.client.holds_buffers() => {
+                s.client.release_buffers();
                 continue;
             }
         };
