@@ -290,7 +290,16 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let span = tracing::info_span!("session", id, client = %peer, user = tracing::field::Empty);
     async move {
         let handle = shared.registry.register(id);
-        match frontend::login(shared.clone(), stream, peer, id, handle.clone()).await {
+        // Boxed: the login's state would otherwise stay reserved in every idle session's task.
+        match Box::pin(frontend::login(
+            shared.clone(),
+            stream,
+            peer,
+            id,
+            handle.clone(),
+        ))
+        .await
+        {
             Ok(Some(mut session)) => {
                 tracing::Span::current().record("user", session.user.as_str());
                 tracing::debug!("logged in");
