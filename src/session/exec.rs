@@ -383,7 +383,22 @@ impl Session {
         let params = self.backend_params();
         let settings = &self.config.pool.settings;
         let epoch = table.epoch(i);
-        match pool::acquire(&address, &self.pool_key(), &params, settings, epoch).await {
+        // A backend that hangs while we connect (accepts TCP, never greets) holds the command
+        // only until the monitor takes it down, as for a command in flight.
+        let key = self.pool_key();
+        let acquired = tokio::select! {
+            biased;
+            r = pool::acquire(&address, &key, &params, settings, epoch) => r,
+            e = super::failure::watchdog(&table, i, epoch, None) => {
+                tracing::warn!("gave up connecting: {e}");
+                return Err(ExecError::Refused(ErrPacket::new(
+                    errcode::CR_CONN_HOST_ERROR,
+                    "HY000",
+                    format!("Weiche: {e} while connecting"),
+                )));
+            }
+        };
+        match acquired {
             Ok(mut c) => {
                 c.prepared.max = self.config.pool.max_prepared_per_connection;
                 Ok(c)
