@@ -30,6 +30,16 @@ fn config_text(extra: &str) -> String {
     )
 }
 
+/// EXPLAIN ROUTE's cache column for a point read of `t`.
+async fn cache_column(c: &mut Conn, t: &str) -> String {
+    let row: (String, String, String, String) = c
+        .query_first(format!("EXPLAIN ROUTE SELECT v FROM {t} WHERE id = 1"))
+        .await
+        .unwrap()
+        .unwrap();
+    row.3
+}
+
 fn config_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("reload-{}-{name}.toml", std::process::id()))
@@ -138,13 +148,9 @@ async fn reload_under_load_applies_a_good_file_and_refuses_a_bad_one() {
         .pass(None::<String>);
     let mut r = Conn::new(root).await.expect("root is a user now");
     r.query_drop("SELECT 1").await.unwrap();
-    let row: (String, String, String, String) = setup
-        .query_first(format!("EXPLAIN ROUTE SELECT v FROM {t} WHERE id = 1"))
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        row.3, "cacheable (ttl 30 s, cache rule 1)",
+        cache_column(&mut setup, &t).await,
+        "cacheable (ttl 30 s, cache rule 1)",
         "a running session sees the new rules"
     );
     let mut admin = Conn::new(admin_opts(admin_port(&w), "admin-secret"))
@@ -172,13 +178,9 @@ async fn reload_under_load_applies_a_good_file_and_refuses_a_bad_one() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("refused"), "{err}");
-    let row: (String, String, String, String) = setup
-        .query_first(format!("EXPLAIN ROUTE SELECT v FROM {t} WHERE id = 1"))
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        row.3, "cacheable (ttl 30 s, cache rule 1)",
+        cache_column(&mut setup, &t).await,
+        "cacheable (ttl 30 s, cache rule 1)",
         "the good configuration stays"
     );
 

@@ -2,6 +2,8 @@
 //! format, `/health` (200 when Weiche can route writes and reads, 503 otherwise, with a JSON
 //! body), and the status page (`/` and its `/status.json`). A few lines of HTTP/1.1 by hand: one request per connection, then close.
 
+use super::exposition::escape;
+use super::status_page::json_string;
 use crate::route::{State, Writer};
 use crate::session::Shared;
 use std::fmt::Write as _;
@@ -76,10 +78,6 @@ async fn request(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> 
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// The Prometheus text exposition of what Weiche knows now.
@@ -202,12 +200,12 @@ pub fn health(shared: &Shared) -> (bool, String) {
         body,
         "\"writes\":{writes},\"reads\":{reads},\"primary\":{},\"replicas_in_rotation\":{replicas}",
         match &primary {
-            Ok(i) => format!("\"{}\"", escape(&t.backends[*i].address)),
+            Ok(i) => json_string(&t.backends[*i].address),
             Err(_) => "null".into(),
         }
     );
     if let Err(e) = &primary {
-        let _ = write!(body, ",\"problem\":\"{}\"", escape(&e.to_string()));
+        let _ = write!(body, ",\"problem\":{}", json_string(&e.to_string()));
     }
     body.push_str(",\"backends\":[");
     for i in 0..t.backends.len() {
@@ -216,8 +214,8 @@ pub fn health(shared: &Shared) -> (bool, String) {
         }
         let _ = write!(
             body,
-            "{{\"address\":\"{}\",\"role\":\"{}\",\"state\":\"{}\"}}",
-            escape(&t.backends[i].address),
+            "{{\"address\":{},\"role\":\"{}\",\"state\":\"{}\"}}",
+            json_string(&t.backends[i].address),
             t.role(i).as_str(),
             t.state(i).as_str()
         );

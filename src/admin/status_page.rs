@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 pub const PAGE: &str = include_str!("status_page.html");
 
-/// A JSON string literal.
-fn s(text: &str) -> String {
+/// A JSON string literal (also /health's).
+pub(super) fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -43,7 +43,7 @@ pub fn json(shared: &Shared) -> String {
     let _ = write!(
         out,
         "{{\"version\":{},\"uptime_seconds\":{},\"sessions\":{},\"primary_available\":{},\"backends\":[",
-        s(env!("CARGO_PKG_VERSION")),
+        json_string(env!("CARGO_PKG_VERSION")),
         n(shared.metrics.started.elapsed().as_secs_f64()),
         shared.registry.len(),
         matches!(writer, Writer::One(_))
@@ -60,13 +60,13 @@ pub fn json(shared: &Shared) -> String {
             out,
             "{}{{\"address\":{},\"role\":{},\"state\":{},\"lag_seconds\":{},\"queries\":{},\"in_flight\":{},\"position\":{}}}",
             if k > 0 { "," } else { "" },
-            s(&b.address),
-            s(role),
-            s(t.state(i).as_str()),
+            json_string(&b.address),
+            json_string(role),
+            json_string(t.state(i).as_str()),
             r.lag_seconds.map_or("null".into(), n),
             b.served.load(Relaxed),
             b.outstanding.load(Relaxed),
-            r.position.as_deref().map_or("null".into(), s),
+            r.position.as_deref().map_or("null".into(), json_string),
         );
     }
     out.push_str("],\"cache\":");
@@ -81,7 +81,7 @@ pub fn json(shared: &Shared) -> String {
             let _ = write!(
                 out,
                 "{{\"store\":{},\"hits\":{hits},\"misses\":{misses},\"hit_ratio\":{}}}",
-                s(c.store_name()),
+                json_string(c.store_name()),
                 n(ratio)
             );
         }
@@ -94,7 +94,7 @@ pub fn json(shared: &Shared) -> String {
             out,
             "{}{{\"digest\":{},\"count\":{},\"avg_ms\":{},\"max_ms\":{},\"rows\":{},\"total_ms\":{}}}",
             if k > 0 { "," } else { "" },
-            s(&d.digest),
+            json_string(&d.digest),
             d.count,
             n(ms(d.total_micros) / d.count.max(1) as f64),
             n(ms(d.max_micros)),
@@ -110,7 +110,10 @@ pub fn json(shared: &Shared) -> String {
 mod tests {
     #[test]
     fn strings_are_escaped() {
-        assert_eq!(super::s("a\"b\\c\n<"), "\"a\\\"b\\\\c\\u000a\\u003c\"");
+        assert_eq!(
+            super::json_string("a\"b\\c\n<"),
+            "\"a\\\"b\\\\c\\u000a\\u003c\""
+        );
         assert_eq!(super::n(f64::NAN), "null");
     }
 }

@@ -85,19 +85,6 @@ const VOLATILE_FUNCTIONS: &[&str] = &[
     "MASTER_GTID_WAIT",
     "LOAD_FILE",
 ];
-/// The same, written without parentheses.
-const VOLATILE_WORDS: &[&str] = &[
-    "CURRENT_DATE",
-    "CURRENT_TIME",
-    "CURRENT_TIMESTAMP",
-    "LOCALTIME",
-    "LOCALTIMESTAMP",
-    "UTC_DATE",
-    "UTC_TIME",
-    "UTC_TIMESTAMP",
-    "CURRENT_USER",
-    "CURRENT_ROLE",
-];
 /// Schemas whose contents change without writes through Weiche.
 const SYSTEM_SCHEMAS: &[&str] = &["information_schema", "performance_schema", "mysql", "sys"];
 
@@ -186,13 +173,18 @@ fn volatile(sql: &[u8], toks: &[&Token]) -> Option<&'static str> {
                 if (t.is(sql, "NEXT") || t.is(sql, "PREVIOUS")) && next_is("VALUE") {
                     return Some("a sequence value");
                 }
+                // CURRENT_DATE, LOCALTIME, UTC_TIME and friends work without parentheses too.
                 let call = next.is_some_and(|n| n.kind == Kind::LParen);
-                let list = if call {
-                    VOLATILE_FUNCTIONS
-                } else {
-                    VOLATILE_WORDS
+                let niladic = |f: &&str| {
+                    ["CURRENT_", "LOCALTIME", "UTC_"]
+                        .iter()
+                        .any(|p| f.starts_with(p))
                 };
-                if list.iter().any(|f| t.is(sql, f)) {
+                if VOLATILE_FUNCTIONS
+                    .iter()
+                    .filter(|f| call || niladic(f))
+                    .any(|f| t.is(sql, f))
+                {
                     return Some("a non-deterministic function (time, random, user, session)");
                 }
             }
@@ -259,7 +251,7 @@ pub fn decide(config: &Caching, sql: &[u8], asker: Asker<'_>) -> Verdict {
         .filter(|s| !s.is_empty());
     let toks = statements.next().unwrap_or_default();
     let multi = statements.next().is_some();
-    let tables = read_tables(sql);
+    let tables = read_tables(sql, &tokens);
     let rule = config.rules.iter().position(|r| {
         r.user.as_deref().is_none_or(|u| u == asker.user)
             && r.schema

@@ -181,17 +181,8 @@ pub fn caching(f: &FileCache) -> Result<Caching, ConfigError> {
 }
 
 fn rules(file: &[FileCacheRule]) -> Result<Vec<CacheRule>, ConfigError> {
-    let regex = |what: &str, i: usize, s: &Option<String>| -> Result<Option<Regex>, ConfigError> {
-        s.as_deref()
-            .map(|s| {
-                Regex::new(s).map_err(|e| {
-                    invalid(format!(
-                        "cache rule {}: {what} is not a valid regex: {e}",
-                        i + 1
-                    ))
-                })
-            })
-            .transpose()
+    let regex = |what: &str, i: usize, s: &Option<String>| {
+        super::routing::rule_regex(&format!("cache rule {}", i + 1), what, s)
     };
     let mut out = Vec::new();
     for (i, r) in file.iter().enumerate() {

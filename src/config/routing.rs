@@ -208,17 +208,23 @@ pub fn pooling(f: &FilePool) -> Result<Pooling, ConfigError> {
     })
 }
 
+/// A rule's regex condition, compiled; `rule` names the rule in the error ("rule 2").
+pub(super) fn rule_regex(
+    rule: &str,
+    what: &str,
+    s: &Option<String>,
+) -> Result<Option<Regex>, ConfigError> {
+    s.as_deref()
+        .map(|s| {
+            Regex::new(s).map_err(|e| invalid(format!("{rule}: {what} is not a valid regex: {e}")))
+        })
+        .transpose()
+}
+
 /// Rules in file order; a target names "primary", "replica" or a configured backend address.
 pub fn rules(file: &[FileRule], backends: &[String]) -> Result<Vec<Rule>, ConfigError> {
-    let regex = |what: &str, i: usize, s: &Option<String>| -> Result<Option<Regex>, ConfigError> {
-        s.as_deref()
-            .map(|s| {
-                Regex::new(s).map_err(|e| {
-                    invalid(format!("rule {}: {what} is not a valid regex: {e}", i + 1))
-                })
-            })
-            .transpose()
-    };
+    let regex =
+        |what: &str, i: usize, s: &Option<String>| rule_regex(&format!("rule {}", i + 1), what, s);
     let mut out = Vec::new();
     for (i, r) in file.iter().enumerate() {
         let target = match r.target.as_str() {

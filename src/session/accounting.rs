@@ -13,12 +13,17 @@ impl Session {
         let metrics = &self.shared.metrics;
         let o = self.outcome;
         metrics.command(o.route, micros);
-        let sql: Option<&[u8]> = match payload.first() {
-            Some(&com::QUERY) => Some(&payload[1..]),
+        // The digest's hash comes from the classifier's pass of the lexer where there was one
+        // (a query it analyzed, a prepared statement's text at prepare).
+        let analyzed = self.query_digest.take();
+        let (sql, hash): (Option<&[u8]>, Option<u64>) = match payload.first() {
+            Some(&com::QUERY) => (Some(&payload[1..]), analyzed),
             Some(&com::STMT_EXECUTE) => super::stmt::statement_id(payload)
                 .and_then(|id| self.stmts.get(id))
-                .map(|st| &st.sql[..]),
-            _ => None,
+                .map_or((None, None), |st| {
+                    (Some(&st.sql[..]), Some(st.analysis.digest))
+                }),
+            _ => (None, None),
         };
         if let Some(sql) = sql {
             let slow = took >= self.config.slow_query_time;
@@ -44,7 +49,7 @@ impl Session {
         }
         if let Some(sql) = sql.filter(|_| self.config.max_digests > 0) {
             metrics.digests.record(
-                digest_hash(sql),
+                hash.unwrap_or_else(|| digest_hash(sql)),
                 || digest(sql),
                 o.route,
                 micros,

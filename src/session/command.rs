@@ -200,6 +200,7 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
                 return explain_route(s, cmd.seq, &rest).await;
             }
             let analysis = analyze(&cmd.payload[1..]);
+            s.query_digest = Some(analysis.digest);
             return run_routed(s, cmd, Expect::Results, Some(analysis)).await;
         }
         com::PROCESS_KILL => {

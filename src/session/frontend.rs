@@ -263,6 +263,7 @@ async fn login_inner(
         config_epoch: shared
             .config_epoch
             .load(std::sync::atomic::Ordering::Acquire),
+        query_digest: None,
     };
     session.handle.set_info(
         peer.to_string(),

@@ -230,6 +230,8 @@ pub(crate) struct Session {
     pub shown_pins: String,
     /// The reload epoch `config` belongs to.
     pub config_epoch: u64,
+    /// The digest hash of the query being run, from its analysis (statistics).
+    pub query_digest: Option<u64>,
 }
 
 /// Where the last command was answered and what it returned.

@@ -82,6 +82,8 @@ pub struct Analysis {
     pub effects: Effects,
     /// A `/* weiche:consistency=... */` hint.
     pub consistency: Option<Consistency>,
+    /// The hash of the statement's digest (statistics), from the same pass of the lexer.
+    pub digest: u64,
 }
 
 impl Analysis {
@@ -91,6 +93,7 @@ impl Analysis {
             class: primary(reason),
             effects: Effects::default(),
             consistency: None,
+            digest: 0,
         }
     }
 }
@@ -107,6 +110,7 @@ pub fn analyze(sql: &[u8]) -> Analysis {
         class: classify_tokens(sql, &tokens),
         effects,
         consistency: consistency_hint(sql, &tokens),
+        digest: super::digest::digest_hash_of(sql, &tokens),
     }
 }
 

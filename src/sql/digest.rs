@@ -2,13 +2,18 @@
 //! whitespace normalized, so that statements differing only in their values
 //! share one digest (for rules, statistics and the cache).
 
-use super::lexer::{tokenize, Kind};
+use super::lexer::{tokenize, Kind, Token};
 
 /// A hash of `sql`'s digest, without building its text (for statistics on the query path).
 pub fn digest_hash(sql: &[u8]) -> u64 {
+    digest_hash_of(sql, &tokenize(sql))
+}
+
+/// The same from the lexer's tokens (the classifier hashes the tokens it already has).
+pub fn digest_hash_of(sql: &[u8], tokens: &[Token]) -> u64 {
     use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for t in tokenize(sql) {
+    for t in tokens {
         match t.kind {
             Kind::Comment => continue,
             Kind::Str | Kind::Number | Kind::HexOrBit => h.write_u8(b'?'),
