@@ -15,3 +15,4 @@ pub mod script;
 pub mod server;
 pub mod session;
 pub mod sql;
+pub mod tls;

@@ -68,8 +68,32 @@ fn the_reference_the_example_and_the_loader_agree() {
 
     load(Path::new(&format!("{ROOT}/weiche.example.toml"))).expect("the example loads");
 
-    // Every commented-out key switched on (script paths pointed at files that exist).
+    // Every commented-out key switched on (script and certificate paths pointed at files that
+    // exist).
     let script = format!("{ROOT}/examples/noop.lua");
+    let tls = Path::new(env!("CARGO_TARGET_TMPDIR")).join("example-tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(&tls)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let file = |name: &str| format!("\"{}\"", tls.join(name).display());
     let all: String = example
         .lines()
         .map(|l| {
@@ -80,6 +104,10 @@ fn the_reference_the_example_and_the_loader_agree() {
             });
             match on {
                 Some(r) if r.starts_with("script = ") => format!("script = \"{script}\""),
+                Some(r) if r.starts_with("cert = ") || r.starts_with("ca = ") => {
+                    format!("{} = {}", &r[..r.find(' ').unwrap_or(0)], file("cert.pem"))
+                }
+                Some(r) if r.starts_with("key = ") => format!("key = {}", file("key.pem")),
                 Some(r) => r.to_string(),
                 None => l.to_string(),
             }

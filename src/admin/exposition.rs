@@ -2,7 +2,7 @@
 //! server connection pools, and sessions pinned by reason (the per-backend families are in
 //! `http`).
 
-use crate::metrics::{ErrorKind, RouteLabel, BUCKETS};
+use crate::metrics::{ErrorKind, Limit, RouteLabel, BUCKETS};
 use crate::session::Shared;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -55,6 +55,21 @@ pub fn families(shared: &Shared, out: &mut String) {
     for k in ErrorKind::ALL {
         let n = m.errors(k) + if k == ErrorKind::Pool { exhausted } else { 0 };
         let _ = writeln!(out, "weiche_errors_total{{kind=\"{}\"}} {n}", k.as_str());
+    }
+
+    head(
+        out,
+        "weiche_limit_refusals_total",
+        "counter",
+        "Clients refused or closed by a limit ([limits], proxy.max_packet_size).",
+    );
+    for l in Limit::ALL {
+        let _ = writeln!(
+            out,
+            "weiche_limit_refusals_total{{limit=\"{}\"}} {}",
+            l.as_str(),
+            m.limits(l)
+        );
     }
 
     head(

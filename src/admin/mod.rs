@@ -17,6 +17,7 @@ use crate::protocol::handshake::Greeting;
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
 use crate::script::{ConnView, Decision, ScriptHandle};
 use crate::session::{access_denied, read_login, Login, Shared};
+use crate::tls::Stream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,9 +67,13 @@ async fn connection(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let mut client = Framed::new(stream);
+    let mut client = Framed::new(Stream::from(stream));
     let scramble = auth::new_scramble();
-    let caps = cap::WEICHE_SERVER & !cap::SESSION_TRACK & !cap::DEPRECATE_EOF;
+    let mut caps = cap::WEICHE_SERVER & !cap::SESSION_TRACK & !cap::DEPRECATE_EOF;
+    // The admin password may travel over TLS too.
+    if config.tls.acceptor.is_some() {
+        caps |= cap::SSL;
+    }
     let mut buf = BytesMut::new();
     Greeting {
         server_version: format!("5.5.5-weiche-admin-{}", env!("CARGO_PKG_VERSION")).into_bytes(),
@@ -83,7 +88,7 @@ async fn connection(
     client.send(0, &buf).await?;
     let login = tokio::time::timeout(
         Duration::from_secs(10),
-        read_login(&mut client, &scramble, caps),
+        read_login(&mut client, &scramble, caps, config.tls.acceptor.as_ref()),
     )
     .await
     .map_err(|_| ProtocolError::Closed)??;

@@ -6,12 +6,14 @@ use super::pool::{PoolKey, Slot};
 use super::prepared::PreparedCache;
 use super::query::{Answer, QueryError};
 use super::state::{ConnState, SessionState};
+use crate::config::BackendTls;
 use crate::protocol::auth::{self, Stage1};
 use crate::protocol::basic::ErrPacket;
 use crate::protocol::constants::com;
 use crate::protocol::constants::{cap, errcode};
 use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
 use crate::protocol::{Framed, OkPacket, ProtocolError};
+use crate::tls::Stream;
 use bytes::BytesMut;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -53,6 +55,8 @@ pub struct LoginParams {
     pub database: Option<Vec<u8>>,
     pub connect_attrs: Option<Vec<u8>>,
     pub timeout: Duration,
+    /// TLS to the backend ([backend_tls]).
+    pub tls: Option<BackendTls>,
 }
 
 /// Why a server connection could not be opened.
@@ -74,6 +78,8 @@ pub enum BackendError {
     Refused { address: String, err: ErrPacket },
     #[error("backend {address}: setting up the connection failed: {message}")]
     Setup { address: String, message: String },
+    #[error("backend {address}: TLS: {message}")]
+    Tls { address: String, message: String },
     #[error("backend {address} wants auth plugin '{plugin}' for user '{user}', {why}")]
     Plugin {
         address: String,
@@ -90,7 +96,7 @@ impl BackendError {
         match self {
             BackendError::Refused { err, .. } => err.clone(),
             other => ErrPacket::new(
-                errcode::CR_CONN_HOST_ERROR,
+                errcode::ER_BACKEND_UNREACHABLE,
                 "HY000",
                 format!("Weiche: {other}"),
             ),
@@ -101,7 +107,7 @@ impl BackendError {
 /// An open, logged-in connection to a backend.
 #[derive(Debug)]
 pub struct ServerConnection {
-    pub framed: Framed<TcpStream>,
+    pub framed: Framed<Stream>,
     pub address: String,
     /// The backend's id for this connection (what KILL on that server needs).
     pub thread_id: u32,
@@ -121,6 +127,45 @@ pub struct ServerConnection {
 }
 
 impl ServerConnection {
+    /// Ask for TLS (SSL_REQUEST) and run the handshake; the login follows encrypted. A backend
+    /// that does not offer TLS is an error, never a silent downgrade.
+    async fn start_tls(
+        framed: &mut Framed<Stream>,
+        address: &str,
+        tls: &BackendTls,
+        server_caps: u32,
+        caps: u32,
+        charset: u8,
+        seq: u8,
+    ) -> Result<u8, BackendError> {
+        let fail = |message: String| BackendError::Tls {
+            address: address.to_string(),
+            message,
+        };
+        if server_caps & cap::SSL == 0 {
+            return Err(fail(
+                "the backend does not offer TLS (backend_tls.mode is on)".into(),
+            ));
+        }
+        let mut buf = BytesMut::new();
+        HandshakeResponse::encode_ssl_request(caps | cap::SSL, 1 << 30, charset, &mut buf);
+        let seq = framed
+            .send(seq, &buf)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let name = tls
+            .server_name
+            .as_deref()
+            .unwrap_or(crate::tls::host_of(address));
+        let name = crate::tls::server_name(name).map_err(|e| fail(e.to_string()))?;
+        framed
+            .io
+            .connect(&tls.connector, name)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(seq)
+    }
+
     pub async fn connect(
         address: &str,
         params: &LoginParams,
@@ -149,7 +194,7 @@ impl ServerConnection {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let mut framed = Framed::new(stream);
+        let mut framed = Framed::new(Stream::from(stream));
         let first = framed.read_packet(1 << 16).await.map_err(proto)?;
         if first.payload.first() == Some(&0xff) {
             let err = ErrPacket::decode(&first.payload).map_err(proto)?;
@@ -182,6 +227,20 @@ impl ServerConnection {
         if params.connect_attrs.is_some() && server_caps & cap::CONNECT_ATTRS != 0 {
             caps |= cap::CONNECT_ATTRS;
         }
+        let mut seq = first.seq.wrapping_add(1);
+        if let Some(tls) = &params.tls {
+            seq = Self::start_tls(
+                &mut framed,
+                address,
+                tls,
+                server_caps,
+                caps,
+                params.charset,
+                seq,
+            )
+            .await?;
+            caps |= cap::SSL;
+        }
         let (plugin, response) =
             self::answer(address, params, &greeting.auth_plugin, &greeting.scramble)?;
         let login = HandshakeResponse {
@@ -199,10 +258,7 @@ impl ServerConnection {
         };
         let mut buf = BytesMut::new();
         login.encode(&mut buf);
-        let mut seq = framed
-            .send(first.seq.wrapping_add(1), &buf)
-            .await
-            .map_err(proto)?;
+        seq = framed.send(seq, &buf).await.map_err(proto)?;
         // At most a few rounds: OK, ERR, or an auth switch to a plugin we can answer.
         for _ in 0..4 {
             let p = framed.read_packet(1 << 16).await.map_err(proto)?;

@@ -186,6 +186,12 @@ impl Cli {
     }
 }
 
+/// Whether every local account may read the file (its passwords with it).
+fn world_readable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
 /// The result of loading: the config, plus warnings to log once logging is up.
 #[derive(Debug)]
 pub struct LoadedConfig {
@@ -249,12 +255,14 @@ impl LoadedConfig {
             }
             None => cli,
         };
+        let mut secrets_readable = None;
         let file = match &cli.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;
+                secrets_readable = world_readable(path).then(|| path.clone());
                 toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
                     path: path.clone(),
                     message: e
@@ -266,7 +274,15 @@ impl LoadedConfig {
             }
             None => FileConfig::default(),
         };
-        Self::build(cli, file)
+        let mut loaded = Self::build(cli, file)?;
+        if let Some(path) = secrets_readable {
+            loaded.warnings.push(format!(
+                "config file {} holds passwords and every local user can read it; \
+                 chmod 640 (owner root, group of Weiche's account)",
+                path.display()
+            ));
+        }
+        Ok(loaded)
     }
 
     fn build(cli: Cli, file: FileConfig) -> Result<LoadedConfig, ConfigError> {
@@ -362,6 +378,8 @@ impl LoadedConfig {
         for u in &file.users {
             let mut user = make_user(&u.name, u.password.as_deref(), u.password_hash.as_deref())?;
             user.pool_mode = u.pool_mode;
+            user.require_tls = u.require_tls.unwrap_or(false);
+            user.max_connections = u.max_connections;
             users.push(user);
         }
         for spec in &cli.user {
@@ -467,6 +485,13 @@ impl LoadedConfig {
         let routing = super::routing::routing(&file.routing)?;
         let pool = super::routing::pooling(&file.pool)?;
         let cache = super::cache::caching(&file.cache)?;
+        let tls = super::tls::tls(&file.tls, &file.backend_tls)?;
+        let limits = super::limits::limits(&file.limits)?;
+        if users.iter().any(|u| u.require_tls) && tls.acceptor.is_none() {
+            return Err(invalid(
+                "a user with require_tls needs tls.cert and tls.key",
+            ));
+        }
 
         Ok(LoadedConfig {
             config: Config {
@@ -498,6 +523,8 @@ impl LoadedConfig {
                 admin_script,
                 cache,
                 max_digests: file.admin.max_digests.unwrap_or(1000).min(1_000_000),
+                tls,
+                limits,
             },
             warnings,
             daemon: cli.daemon,

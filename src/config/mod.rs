@@ -5,13 +5,17 @@
 mod cache;
 mod cli;
 mod ini;
+mod limits;
 mod monitor;
 mod routing;
+mod tls;
 
 pub use cache::{CacheRule, CacheStore, Caching, Server as CacheServer};
 pub use cli::{Cli, LoadedConfig};
+pub use limits::Limits;
 pub use monitor::Monitoring;
 pub use routing::{Consistency, PoolMode, Pooling, Routing, Rule, RuleTarget};
+pub use tls::{BackendTls, BackendTlsMode, Tls};
 
 use crate::protocol::auth::{self, Stage2};
 use serde::Deserialize;
@@ -63,6 +67,12 @@ pub struct FileConfig {
     pub rules: Vec<routing::FileRule>,
     #[serde(default)]
     pub cache: cache::FileCache,
+    #[serde(default)]
+    pub limits: limits::FileLimits,
+    #[serde(default)]
+    pub tls: tls::FileTls,
+    #[serde(default)]
+    pub backend_tls: tls::FileBackendTls,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +107,10 @@ pub struct FileUser {
     pub password_hash: Option<String>,
     /// Overrides pool.mode for this user's sessions.
     pub pool_mode: Option<PoolMode>,
+    /// This user must connect with TLS (default false).
+    pub require_tls: Option<bool>,
+    /// Sessions this user may have at once (overrides limits.max_user_connections; 0: no limit).
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +192,9 @@ pub struct User {
     /// The password itself when configured (needed for backends that use client_ed25519).
     pub password: Option<Vec<u8>>,
     pub pool_mode: Option<PoolMode>,
+    pub require_tls: bool,
+    /// Sessions this user may have at once, when it differs from limits.max_user_connections.
+    pub max_connections: Option<usize>,
 }
 
 impl std::fmt::Debug for User {
@@ -239,6 +256,9 @@ pub struct Config {
     pub cache: Caching,
     /// Statement digests kept for SHOW QUERY DIGESTS (0: no digest statistics).
     pub max_digests: usize,
+    /// TLS for clients and for backends.
+    pub tls: Tls,
+    pub limits: Limits,
 }
 
 /// The Lua script and how it runs.
@@ -263,6 +283,15 @@ impl Config {
             .find(|u| u.name == user)
             .and_then(|u| u.pool_mode)
             .unwrap_or(self.pool.mode)
+    }
+
+    /// How many sessions a user may have at once (0: no limit).
+    pub fn max_user_connections(&self, user: &str) -> usize {
+        self.users
+            .iter()
+            .find(|u| u.name == user)
+            .and_then(|u| u.max_connections)
+            .unwrap_or(self.limits.max_user_connections)
     }
 
     /// The primary: the first backend with that role.
@@ -331,6 +360,8 @@ pub fn make_user(
             stage2: auth::stage2(&auth::stage1(p.as_bytes())),
             password: Some(p.as_bytes().to_vec()),
             pool_mode: None,
+            require_tls: false,
+            max_connections: None,
         }),
         (None, Some(h)) => {
             let stage2 = auth::parse_native_hash(h.trim()).ok_or_else(|| {
@@ -343,6 +374,8 @@ pub fn make_user(
                 stage2,
                 password: None,
                 pool_mode: None,
+                require_tls: false,
+                max_connections: None,
             })
         }
         (None, None) => Err(invalid(format!(

@@ -78,12 +78,49 @@ impl ErrorKind {
     }
 }
 
+/// Limits that refuse or end a client, for `weiche_limit_refusals_total{limit}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Connections,
+    UserConnections,
+    FailedLogins,
+    LoginTimeout,
+    IdleTimeout,
+    PreparedStatements,
+    PacketSize,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 7] = [
+        Limit::Connections,
+        Limit::UserConnections,
+        Limit::FailedLogins,
+        Limit::LoginTimeout,
+        Limit::IdleTimeout,
+        Limit::PreparedStatements,
+        Limit::PacketSize,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Connections => "max_connections",
+            Limit::UserConnections => "max_user_connections",
+            Limit::FailedLogins => "max_failed_logins",
+            Limit::LoginTimeout => "login_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::PreparedStatements => "max_prepared_statements",
+            Limit::PacketSize => "max_packet_size",
+        }
+    }
+}
+
 /// Everything sessions count.
 #[derive(Debug)]
 pub struct Metrics {
     /// Command latency per route (indexed like RouteLabel::ALL).
     pub latency: [Histogram; 4],
     errors: [AtomicU64; 6],
+    limits: [AtomicU64; 7],
     pub digests: Digests,
     pub started: std::time::Instant,
 }
@@ -93,6 +130,7 @@ impl Metrics {
         Metrics {
             latency: Default::default(),
             errors: Default::default(),
+            limits: Default::default(),
             digests: Digests::new(max_digests),
             started: std::time::Instant::now(),
         }
@@ -104,6 +142,14 @@ impl Metrics {
 
     pub fn errors(&self, kind: ErrorKind) -> u64 {
         self.errors[kind as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self, limit: Limit) {
+        self.limits[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn limits(&self, limit: Limit) -> u64 {
+        self.limits[limit as usize].load(Ordering::Relaxed)
     }
 
     /// One finished command.

@@ -28,7 +28,7 @@ pub mod cap {
     pub const SESSION_TRACK: u32 = 1 << 23;
     pub const DEPRECATE_EOF: u32 = 1 << 24;
 
-    /// What Weiche offers clients. No COMPRESS and no SSL yet; no MariaDB extended capabilities,
+    /// What Weiche offers clients (and SSL when a certificate is configured). No COMPRESS; no MariaDB extended capabilities,
     /// so every client speaks the plain MySQL 4.1 protocol with us.
     pub const WEICHE_SERVER: u32 = LONG_PASSWORD
         | FOUND_ROWS
@@ -120,6 +120,10 @@ pub mod com {
 /// Error codes Weiche sends itself, with MariaDB's numbers so that clients react as usual.
 pub mod errcode {
     pub const ER_CON_COUNT_ERROR: u16 = 1040;
+    pub const ER_HOST_IS_BLOCKED: u16 = 1129;
+    pub const ER_TOO_MANY_USER_CONNECTIONS: u16 = 1203;
+    pub const ER_MAX_PREPARED_STMT_COUNT_REACHED: u16 = 1461;
+    pub const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
     pub const ER_ACCESS_DENIED: u16 = 1045;
     pub const ER_UNKNOWN_COM: u16 = 1047;
     pub const ER_NO_SUCH_THREAD: u16 = 1094;
@@ -130,8 +134,12 @@ pub mod errcode {
     pub const ER_UNKNOWN_STMT_HANDLER: u16 = 1243;
     pub const ER_STMT_HAS_NO_OPEN_CURSOR: u16 = 1421;
     pub const ER_MALFORMED_PACKET: u16 = 1835;
-    pub const CR_SERVER_LOST: u16 = 2013;
-    pub const CR_CONN_HOST_ERROR: u16 = 2003;
+    /// A backend could not be reached (ER_CONNECT_TO_FOREIGN_DATA_SOURCE). Never the client
+    /// library's own CR_CONN_HOST_ERROR (2003) or CR_SERVER_LOST (2013): MariaDB's client
+    /// library takes an ERR packet with a code from 2000-2999 for a malformed packet.
+    pub const ER_BACKEND_UNREACHABLE: u16 = 1429;
+    /// The backend's connection broke in the middle of a command (ER_NET_READ_ERROR).
+    pub const ER_BACKEND_LOST: u16 = 1158;
 }
 
 /// Largest payload of one physical packet; a payload this long continues in the next packet.

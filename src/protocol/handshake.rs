@@ -109,6 +109,14 @@ impl HandshakeResponse {
             && u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) & cap::SSL != 0
     }
 
+    /// The SSL request: the login packet's fixed part, sent before the TLS handshake.
+    pub fn encode_ssl_request(capabilities: u32, max_packet: u32, charset: u8, out: &mut BytesMut) {
+        out.put_u32_le(capabilities | cap::SSL);
+        out.put_u32_le(max_packet);
+        out.put_u8(charset);
+        out.put_slice(&[0; 23]);
+    }
+
     pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
         let mut r = Reader::new(payload);
         let capabilities = r.u32("login capabilities")?;

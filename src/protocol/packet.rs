@@ -175,7 +175,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
         if !self.wbuf.is_empty() {
             self.io.write_all(&self.wbuf).await?;
             self.wbuf.clear();
+            // A TLS stream holds records until flushed; for TCP this returns at once.
+            self.io.flush().await?;
         }
+        Ok(())
+    }
+
+    /// Write bytes past the write buffer (which must be flushed first): a relayed response
+    /// goes from the server's read buffer to the client without a copy.
+    pub async fn write_direct(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
+        self.flush().await?;
+        self.io.write_all(bytes).await?;
+        self.io.flush().await?;
         Ok(())
     }
 

@@ -11,7 +11,6 @@ use crate::sql::Effects;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// A miss whose response is to be stored.
 pub(crate) struct Fill {
@@ -149,12 +148,10 @@ impl Session {
     }
 
     async fn send_cached(&mut self, bytes: &Bytes) -> Result<(), RelayError> {
-        self.client.flush().await.map_err(RelayError::Client)?;
         self.client
-            .io
-            .write_all(bytes)
+            .write_direct(bytes)
             .await
-            .map_err(|e| RelayError::Client(e.into()))
+            .map_err(RelayError::Client)
     }
 
     /// After a miss ran: store its response if it is whole, without error or warnings.

@@ -33,6 +33,7 @@ const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(500);
 pub(crate) async fn run(s: &mut Session) {
     let handle = s.handle.clone();
     let mut shutdown = s.shared.shutdown_receiver();
+    let mut last_command = tokio::time::Instant::now();
     loop {
         if *shutdown.borrow_and_update() {
             tracing::debug!("closing an idle session: Weiche is stopping");
@@ -53,6 +54,16 @@ pub(crate) async fn run(s: &mut Session) {
                 return;
             }
             _ = shutdown.changed() => continue,
+            _ = sleep_until(s.config.limits.idle_timeout.map(|t| last_command + t)) => {
+                // As MariaDB's wait_timeout: the connection closes; the client's next command
+                // finds it gone and its library reconnects.
+                s.shared.metrics.limit(crate::metrics::Limit::IdleTimeout);
+                tracing::info!(
+                    "closing a session idle for {:?} (limits.idle_timeout)",
+                    last_command.elapsed()
+                );
+                return;
+            }
             _ = sleep_until(hold_until) => {
                 s.release();
                 continue;
@@ -93,6 +104,7 @@ pub(crate) async fn run(s: &mut Session) {
         // command's (halves the memory of an idle session; one allocation per command).
         let next = Box::pin(dispatch(s, cmd)).await;
         handle.end();
+        last_command = tokio::time::Instant::now();
         s.account(&payload, started.elapsed());
         match next {
             Ok(Next::Continue) => {}
@@ -109,14 +121,16 @@ pub(crate) async fn run(s: &mut Session) {
                 s.shared.metrics.error(kind_of(&e));
                 tracing::warn!("lost the server connection: {e}");
                 let err = ErrPacket::new(
-                    errcode::CR_SERVER_LOST,
-                    "HY000",
+                    errcode::ER_BACKEND_LOST,
+                    "08S01",
                     format!("Weiche: lost the connection to the backend ({e})"),
                 );
                 let _ = s.send_err(1, &err).await;
                 return;
             }
             Err(e @ RelayError::CommandTooLarge { .. }) => {
+                s.shared.metrics.error(ErrorKind::Client);
+                s.shared.metrics.limit(crate::metrics::Limit::PacketSize);
                 tracing::warn!("{e}; closing");
                 let err = ErrPacket::new(
                     errcode::ER_NET_PACKET_TOO_LARGE,

@@ -164,7 +164,11 @@ impl Session {
         }
         let route = route::decide(&self.config, &self.shared.backends, &class, text, &ctx)
             .map_err(|e| {
-                ErrPacket::new(errcode::CR_CONN_HOST_ERROR, "HY000", format!("Weiche: {e}"))
+                ErrPacket::new(
+                    errcode::ER_BACKEND_UNREACHABLE,
+                    "HY000",
+                    format!("Weiche: {e}"),
+                )
             })?;
         Ok(route)
     }
@@ -225,7 +229,7 @@ impl Session {
                     }
                     _ => {
                         return Err(ExecError::Refused(ErrPacket::new(
-                            errcode::CR_CONN_HOST_ERROR,
+                            errcode::ER_BACKEND_UNREACHABLE,
                             "HY000",
                             format!("Weiche: {e}"),
                         )))
@@ -270,7 +274,7 @@ impl Session {
         }
         let Some(cur) = self.current.as_mut() else {
             return Err(ExecError::Refused(ErrPacket::new(
-                errcode::CR_CONN_HOST_ERROR,
+                errcode::ER_BACKEND_UNREACHABLE,
                 "HY000",
                 "Weiche: no server connection",
             )));
@@ -346,8 +350,8 @@ impl Session {
             self.drop_current();
             let err = refusal.unwrap_or_else(|| {
                 ErrPacket::new(
-                    errcode::CR_SERVER_LOST,
-                    "HY000",
+                    errcode::ER_BACKEND_LOST,
+                    "08S01",
                     format!(
                         "Weiche: lost the connection to {address} while bringing it to the session's state: {}",
                         failure.unwrap_or_default()
@@ -392,7 +396,7 @@ impl Session {
             e = super::failure::watchdog(&table, i, epoch, None) => {
                 tracing::warn!("gave up connecting: {e}");
                 return Err(ExecError::Refused(ErrPacket::new(
-                    errcode::CR_CONN_HOST_ERROR,
+                    errcode::ER_BACKEND_UNREACHABLE,
                     "HY000",
                     format!("Weiche: {e} while connecting"),
                 )));

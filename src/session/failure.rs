@@ -27,7 +27,7 @@ impl Session {
     pub fn retry_elsewhere(&mut self, backend: usize, failed: Failed<'_>) -> bool {
         let retry = match failed {
             Failed::Refused(e) => {
-                e.code == errcode::CR_CONN_HOST_ERROR || e.code == errcode::CR_SERVER_LOST
+                e.code == errcode::ER_BACKEND_UNREACHABLE || e.code == errcode::ER_BACKEND_LOST
             }
             Failed::Relay(e) => {
                 e.is_server_side() && !matches!(e, RelayError::Timeout(_)) && !self.answered
@@ -68,8 +68,8 @@ impl Session {
         };
         tracing::warn!("{e}: the client gets an error{lost}");
         let err = ErrPacket::new(
-            errcode::CR_SERVER_LOST,
-            "HY000",
+            errcode::ER_BACKEND_LOST,
+            "08S01",
             format!("Weiche: lost the backend during the command ({e}){lost}"),
         );
         self.send_err(seq.wrapping_add(1), &err)

@@ -2,26 +2,73 @@
 //! its password against the configured users (mysql_native_password, switching clients that
 //! start with another plugin), then opens the session's server connection as that user.
 
+use super::admission::ConnectionSlot;
 use super::exec::ExecError;
 use super::{Session, SessionHandle, Shared};
 use crate::backend::{Secret, SessionState};
 use crate::config::{Config, PoolMode, User};
+use crate::metrics::Limit;
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{cap, errcode, status};
 use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
 use crate::route::{Destination, Route};
 use crate::script::{ConnView, Decision, ScriptHandle, ServerView, LOAD_FAILED};
+use crate::tls::{Acceptor, Stream};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// A client must finish logging in within this time.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A login packet is small; anything bigger is not a login.
 const MAX_LOGIN_PACKET: usize = 64 * 1024;
+
+/// Let a new client connection in, or refuse it before the greeting as MariaDB does: too many
+/// connections (ERR 1040), or an address blocked after failed logins (ERR 1129).
+pub(crate) async fn admit(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(ConnectionSlot, TcpStream)> {
+    let limits = shared.config().limits.clone();
+    let refusal = if let Some(left) = shared.admission.blocked(
+        peer.ip(),
+        limits.max_failed_logins,
+        limits.failed_login_window,
+    ) {
+        shared.metrics.limit(Limit::FailedLogins);
+        tracing::warn!(
+            "refused: {} failed logins from this address; blocked for {left:.0?} more",
+            limits.max_failed_logins
+        );
+        ErrPacket::new(
+            errcode::ER_HOST_IS_BLOCKED,
+            "HY000",
+            format!(
+                "Host '{}' is blocked because of {} failed logins; Weiche lets it try again in {} s \
+                 (limits.max_failed_logins)",
+                peer.ip(),
+                limits.max_failed_logins,
+                left.as_secs() + 1
+            ),
+        )
+    } else {
+        match shared.admission.connect(limits.max_connections) {
+            Some(slot) => return Some((slot, stream)),
+            None => {
+                shared.metrics.limit(Limit::Connections);
+                tracing::warn!(
+                    "refused: {} client connections are open (limits.max_connections)",
+                    limits.max_connections
+                );
+                ErrPacket::new(errcode::ER_CON_COUNT_ERROR, "08004", "Too many connections")
+            }
+        }
+    };
+    let mut client = Framed::new(Stream::from(stream));
+    let _ = client.send(0, &err_payload(&refusal)).await;
+    None
+}
 
 /// The access-denied error as MariaDB words it.
 pub fn access_denied(user: &[u8], peer: &SocketAddr, used_password: bool) -> ErrPacket {
@@ -34,6 +81,21 @@ pub fn access_denied(user: &[u8], peer: &SocketAddr, used_password: bool) -> Err
             peer.ip(),
             if used_password { "YES" } else { "NO" }
         ),
+    )
+}
+
+/// The refusal of a plain connection where TLS is required (MySQL's
+/// ER_SECURE_TRANSPORT_REQUIRED).
+fn tls_required(user: &str, global: bool) -> ErrPacket {
+    let why = if global {
+        "tls.require is on".to_string()
+    } else {
+        format!("user '{user}' has require_tls")
+    };
+    ErrPacket::new(
+        errcode::ER_SECURE_TRANSPORT_REQUIRED,
+        "HY000",
+        format!("Connections using insecure transport are prohibited ({why}); connect with TLS"),
     )
 }
 
@@ -52,7 +114,7 @@ pub fn check_password(user: &User, scramble: &[u8], response: &[u8]) -> Option<S
 /// Ask the client to answer with mysql_native_password against a fresh challenge; returns the
 /// answer and the sequence id of the next packet Weiche sends.
 pub async fn switch_to_native(
-    client: &mut Framed<TcpStream>,
+    client: &mut Framed<Stream>,
     seq: u8,
     scramble: &[u8],
 ) -> Result<(Vec<u8>, u8), ProtocolError> {
@@ -121,7 +183,7 @@ async fn login_inner(
     local_addr: String,
 ) -> Result<Option<Session>, ProtocolError> {
     let config = shared.config();
-    let mut client = Framed::new(stream);
+    let mut client = Framed::new(Stream::from(stream));
     let mut view = ConnView {
         client_addr: peer.to_string().into(),
         local_addr: local_addr.clone().into(),
@@ -154,7 +216,11 @@ async fn login_inner(
     let info = shared.server_info();
     let scramble = auth::new_scramble();
     // Offer only what both Weiche and the backend can do: responses are relayed unchanged.
-    let offered = cap::WEICHE_SERVER & (info.capabilities | cap::LONG_PASSWORD | cap::PROTOCOL_41);
+    let mut offered =
+        cap::WEICHE_SERVER & (info.capabilities | cap::LONG_PASSWORD | cap::PROTOCOL_41);
+    if config.tls.acceptor.is_some() {
+        offered |= cap::SSL;
+    }
     let greeting = Greeting {
         server_version: info.version.clone(),
         connection_id: id,
@@ -186,19 +252,26 @@ async fn login_inner(
     greeting.encode(&mut buf);
     client.send(0, &buf).await?;
 
+    let login_timeout = config.limits.login_timeout;
     let result = tokio::time::timeout(
-        LOGIN_TIMEOUT,
+        login_timeout,
         authenticate(&mut client, &config, &peer, &scramble, offered),
     )
     .await;
     let (resp, secret, user, seq) = match result {
         Err(_) => {
-            tracing::warn!("client did not log in within {LOGIN_TIMEOUT:?}; closing");
+            shared.metrics.limit(Limit::LoginTimeout);
+            tracing::warn!(
+                "client did not log in within {login_timeout:?} (limits.login_timeout); closing"
+            );
             return Ok(None);
         }
         Ok(Err(e)) => return Err(e),
         Ok(Ok(Auth::Refused(seq, err))) => {
             shared.metrics.error(crate::metrics::ErrorKind::Login);
+            shared
+                .admission
+                .failed(peer.ip(), config.limits.failed_login_window);
             tracing::warn!("login refused: {}", err.message);
             client.send(seq, &err_payload(&err)).await?;
             return Ok(None);
@@ -209,6 +282,25 @@ async fn login_inner(
             user,
             seq,
         })) => (resp, secret, user, seq),
+    };
+    shared.admission.succeeded(peer.ip());
+    let max_sessions = config.max_user_connections(&user.name);
+    let Some(user_slot) = shared.admission.log_in(&user.name, max_sessions) else {
+        shared.metrics.limit(Limit::UserConnections);
+        tracing::warn!(
+            "refused: user '{}' has {max_sessions} sessions (max_user_connections)",
+            user.name
+        );
+        let err = ErrPacket::new(
+            errcode::ER_TOO_MANY_USER_CONNECTIONS,
+            "42000",
+            format!(
+                "User {} already has more than 'max_user_connections' active connections",
+                user.name
+            ),
+        );
+        client.send(seq, &err_payload(&err)).await?;
+        return Ok(None);
     };
     view.username = resp.username.clone().into();
     view.default_db = resp.database.clone().unwrap_or_default().into();
@@ -264,6 +356,7 @@ async fn login_inner(
             .config_epoch
             .load(std::sync::atomic::Ordering::Acquire),
         query_digest: None,
+        _user_slot: user_slot,
     };
     session.handle.set_info(
         peer.to_string(),
@@ -293,7 +386,7 @@ async fn login_inner(
 
 /// Send payloads with consecutive sequence ids after `seq`.
 async fn send_all(
-    client: &mut Framed<TcpStream>,
+    client: &mut Framed<Stream>,
     seq: u8,
     packets: &[BytesMut],
 ) -> Result<(), ProtocolError> {
@@ -337,26 +430,44 @@ fn bad_handshake(e: &ProtocolError) -> ErrPacket {
 }
 
 /// Read the login packet that answers a greeting with `scramble` and capabilities `offered`.
+/// With `tls` (and SSL offered), a client may first send SSL_REQUEST; the TLS handshake follows
+/// and the login packet comes over TLS.
 pub async fn read_login(
-    client: &mut Framed<TcpStream>,
+    client: &mut Framed<Stream>,
     scramble: &[u8],
     offered: u32,
+    tls: Option<&Acceptor>,
 ) -> Result<Login, ProtocolError> {
-    let p = match client.read_packet(MAX_LOGIN_PACKET).await {
+    let mut p = match client.read_packet(MAX_LOGIN_PACKET).await {
         Ok(p) => p,
         Err(e) if e.is_disconnect() => return Err(e),
         // Not a login at all (an HTTP request, a port scanner): say so, then close.
         Err(e) => return Ok(Login::Refused(2, bad_handshake(&e))),
     };
-    let seq = p.seq.wrapping_add(1);
     if HandshakeResponse::is_ssl_request(&p.payload) {
-        let err = ErrPacket::new(
-            errcode::ER_NOT_SUPPORTED_YET,
-            "08S01",
-            "Weiche: TLS is not supported yet; connect without SSL",
+        let Some(acceptor) = tls.filter(|_| offered & cap::SSL != 0) else {
+            let err = ErrPacket::new(
+                errcode::ER_NOT_SUPPORTED_YET,
+                "08S01",
+                "Weiche: TLS is not configured here ([tls] cert and key); connect without SSL",
+            );
+            return Ok(Login::Refused(p.seq.wrapping_add(1), err));
+        };
+        let early = client.rbuf.split();
+        client.io.accept(acceptor, &early).await.map_err(|e| {
+            ProtocolError::Io(std::io::Error::new(e.kind(), format!("TLS handshake: {e}")))
+        })?;
+        tracing::debug!(
+            "client connection upgraded to {}",
+            client.io.tls_version().unwrap_or("TLS")
         );
-        return Ok(Login::Refused(seq, err));
+        p = match client.read_packet(MAX_LOGIN_PACKET).await {
+            Ok(p) => p,
+            Err(e) if e.is_disconnect() => return Err(e),
+            Err(e) => return Ok(Login::Refused(p.seq.wrapping_add(2), bad_handshake(&e))),
+        };
     }
+    let seq = p.seq.wrapping_add(1);
     let resp = match HandshakeResponse::decode(&p.payload) {
         Ok(r) => r,
         Err(e) => return Ok(Login::Refused(seq, bad_handshake(&e))),
@@ -377,20 +488,24 @@ pub async fn read_login(
 }
 
 async fn authenticate(
-    client: &mut Framed<TcpStream>,
+    client: &mut Framed<Stream>,
     config: &Config,
     peer: &SocketAddr,
     scramble: &[u8],
     offered: u32,
 ) -> Result<Auth, ProtocolError> {
-    let (resp, answer, seq) = match read_login(client, scramble, offered).await? {
-        Login::Answered { resp, answer, seq } => (resp, answer, seq),
-        Login::Refused(seq, err) => return Ok(Auth::Refused(seq, err)),
-    };
+    let (resp, answer, seq) =
+        match read_login(client, scramble, offered, config.tls.acceptor.as_ref()).await? {
+            Login::Answered { resp, answer, seq } => (resp, answer, seq),
+            Login::Refused(seq, err) => return Ok(Auth::Refused(seq, err)),
+        };
     let checked = config
         .user(&resp.username)
         .and_then(|user| Some((user, check_password(user, scramble, &answer)?)));
     match checked {
+        Some((user, _)) if (config.tls.require || user.require_tls) && !client.io.is_tls() => Ok(
+            Auth::Refused(seq, tls_required(&user.name, config.tls.require)),
+        ),
         Some((user, secret)) => Ok(Auth::Accepted {
             user: user.clone(),
             resp,
@@ -418,7 +533,7 @@ impl Session {
                 Some(p) if !self.pins.session_mode => p.index,
                 _ => {
                     return Err(ErrPacket::new(
-                        errcode::CR_CONN_HOST_ERROR,
+                        errcode::ER_BACKEND_UNREACHABLE,
                         "HY000",
                         format!("Weiche: {e}"),
                     ))
@@ -440,7 +555,7 @@ impl Session {
             }
             Err(ExecError::Refused(e)) => Err(e),
             Err(ExecError::Relay(e)) => Err(ErrPacket::new(
-                errcode::CR_CONN_HOST_ERROR,
+                errcode::ER_BACKEND_UNREACHABLE,
                 "HY000",
                 format!("Weiche: {e}"),
             )),

@@ -3,6 +3,7 @@
 //! uses to find the server thread behind a Weiche connection id.
 
 mod accounting;
+mod admission;
 mod cached;
 mod command;
 mod consistency;
@@ -28,6 +29,7 @@ use crate::protocol::constants::cap;
 use crate::protocol::handshake::Greeting;
 use crate::protocol::{ErrPacket, Framed, ProtocolError};
 use crate::route::BackendTable;
+use crate::tls::Stream;
 use exec::Current;
 use pins::Pins;
 use std::net::SocketAddr;
@@ -77,6 +79,8 @@ pub struct Shared {
     pub cache: Option<Arc<crate::cache::Cache>>,
     /// Latency, errors and digests, for /metrics and the admin port.
     pub metrics: crate::metrics::Metrics,
+    /// Connection and login counts against [limits].
+    pub admission: Arc<admission::Admission>,
     server_info: Mutex<ServerInfo>,
     next_id: AtomicU32,
     /// Flips to true when Weiche stops: idle sessions close, busy ones finish their command.
@@ -89,6 +93,7 @@ impl Shared {
             backends: Arc::new(BackendTable::new(&config)),
             cache: crate::cache::Cache::new(&config.cache).map(Arc::new),
             metrics: crate::metrics::Metrics::new(config.max_digests),
+            admission: Default::default(),
             config: RwLock::new(Arc::new(config)),
             config_epoch: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
@@ -183,7 +188,7 @@ pub(crate) struct Session {
     pub id: u32,
     pub shared: Arc<Shared>,
     pub config: Arc<Config>,
-    pub client: Framed<TcpStream>,
+    pub client: Framed<Stream>,
     pub peer: SocketAddr,
     pub user: String,
     pub secret: Secret,
@@ -232,6 +237,8 @@ pub(crate) struct Session {
     pub config_epoch: u64,
     /// The digest hash of the query being run, from its analysis (statistics).
     pub query_digest: Option<u64>,
+    /// This session's place in its user's count (limits.max_user_connections).
+    pub(crate) _user_slot: admission::UserSlot,
 }
 
 /// Where the last command was answered and what it returned.
@@ -266,6 +273,7 @@ impl Session {
             database: self.state.schema.clone(),
             connect_attrs: self.connect_attrs.clone(),
             timeout: self.config.connect_timeout,
+            tls: self.config.tls.backend.clone(),
         }
     }
 
@@ -291,6 +299,10 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let id = shared.next_connection_id();
     let span = tracing::info_span!("session", id, client = %peer, user = tracing::field::Empty);
     async move {
+        // Held for the connection's whole life; dropped (given back) on every way out.
+        let Some((_slot, stream)) = frontend::admit(&shared, stream, peer).await else {
+            return;
+        };
         let handle = shared.registry.register(id);
         // Boxed: the login's state would otherwise stay reserved in every idle session's task.
         match Box::pin(frontend::login(

@@ -56,6 +56,21 @@ pub(crate) async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayE
 }
 
 async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+    let max = s.config.limits.max_prepared_statements;
+    if s.stmts.count() >= max {
+        s.shared
+            .metrics
+            .limit(crate::metrics::Limit::PreparedStatements);
+        tracing::warn!("refused a prepare: the session holds {max} prepared statements");
+        return Err(ExecError::Refused(ErrPacket::new(
+            errcode::ER_MAX_PREPARED_STMT_COUNT_REACHED,
+            "42000",
+            format!(
+                "Can't create more than max_prepared_stmt_count statements (current value: {max}; \
+                 Weiche's limits.max_prepared_statements per session)"
+            ),
+        )));
+    }
     let sql = cmd.payload.slice(1..);
     let analysis = analyze(&sql);
     let route = s.route(&analysis, &sql).map_err(ExecError::Refused)?;

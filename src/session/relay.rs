@@ -6,9 +6,8 @@ use crate::protocol::constants::MAX_CHUNK;
 use crate::protocol::packet::{peek_header, HEADER_LEN};
 use crate::protocol::track::untracked_ok;
 use crate::protocol::{Chunk, Framed, Need, ProtocolError, Step, Walker};
+use crate::tls::Stream;
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// Which side failed while relaying.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +39,8 @@ impl RelayError {
 /// Send a command to the server: `first` is its first packet, already read. A command of 16 MiB
 /// or more continues in further packets, which are streamed through as they arrive.
 pub async fn forward_command(
-    client: &mut Framed<TcpStream>,
-    server: &mut Framed<TcpStream>,
+    client: &mut Framed<Stream>,
+    server: &mut Framed<Stream>,
     first: &Chunk,
     max: usize,
 ) -> Result<(), RelayError> {
@@ -111,8 +110,8 @@ impl Tap {
 /// Stream the server's response to the client until the walker says it is complete.
 /// `answered` becomes true once any of it is written to the client.
 pub async fn relay_response(
-    client: &mut Framed<TcpStream>,
-    server: &mut Framed<TcpStream>,
+    client: &mut Framed<Stream>,
+    server: &mut Framed<Stream>,
     walker: &mut Walker,
     mut rewrite: Rewrite,
     answered: &mut bool,
@@ -203,10 +202,9 @@ pub async fn relay_response(
                 client.wbuf.extend_from_slice(&out);
             } else if client.wbuf.is_empty() {
                 client
-                    .io
-                    .write_all(&out)
+                    .write_direct(&out)
                     .await
-                    .map_err(|e| RelayError::Client(e.into()))?;
+                    .map_err(RelayError::Client)?;
             } else {
                 client.wbuf.extend_from_slice(&out);
                 client.flush().await.map_err(RelayError::Client)?;
@@ -226,8 +224,8 @@ pub async fn relay_response(
 /// LOAD DATA LOCAL INFILE: the client sends the file as packets ending with an empty one; each
 /// is passed to the server as it comes, never the whole file at once.
 async fn relay_local_infile(
-    client: &mut Framed<TcpStream>,
-    server: &mut Framed<TcpStream>,
+    client: &mut Framed<Stream>,
+    server: &mut Framed<Stream>,
 ) -> Result<(), RelayError> {
     loop {
         let c = client

@@ -29,6 +29,11 @@ impl Statements {
         self.next_id
     }
 
+    /// How many statements the session holds.
+    pub fn count(&self) -> usize {
+        self.by_id.len()
+    }
+
     pub fn get(&self, id: u32) -> Option<&ClientStatement> {
         self.by_id.get(&id)
     }

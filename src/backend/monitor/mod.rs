@@ -76,6 +76,7 @@ pub fn start(table: Arc<BackendTable>, config: &Config) -> tokio::sync::watch::R
             &b.address,
             config.monitor.clone(),
             config.monitoring.timeout,
+            config.tls.backend.clone(),
         );
         tokio::spawn(watch(
             shared.clone(),

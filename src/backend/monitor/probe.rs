@@ -5,7 +5,7 @@
 use crate::backend::connection::{LoginParams, Secret, ServerConnection};
 use crate::backend::gtid::GtidPos;
 use crate::backend::query::{Answer, Rows};
-use crate::config::Credentials;
+use crate::config::{BackendTls, Credentials};
 use crate::protocol::handshake::Greeting;
 use crate::protocol::Framed;
 use std::time::Duration;
@@ -80,15 +80,22 @@ pub struct Prober {
     address: String,
     account: Option<Credentials>,
     timeout: Duration,
+    tls: Option<BackendTls>,
     conn: Option<ServerConnection>,
 }
 
 impl Prober {
-    pub fn new(address: &str, account: Option<Credentials>, timeout: Duration) -> Prober {
+    pub fn new(
+        address: &str,
+        account: Option<Credentials>,
+        timeout: Duration,
+        tls: Option<BackendTls>,
+    ) -> Prober {
         Prober {
             address: address.to_string(),
             account,
             timeout,
+            tls,
             conn: None,
         }
     }
@@ -125,6 +132,7 @@ impl Prober {
                 database: None,
                 connect_attrs: None,
                 timeout: self.timeout,
+                tls: self.tls.clone(),
             };
             let c = ServerConnection::connect(&self.address, &params)
                 .await
