@@ -147,20 +147,27 @@ pub fn counts() -> Vec<(String, Arc<PoolCounts>)> {
 }
 
 fn pool_of<'w>(w: &'w mut Worker, address: &str) -> &'w mut BackendPool {
-    w.backends
-        .entry(address.to_string())
-        .or_insert_with(|| BackendPool::new(address))
+    let i = match w.backends.iter().position(|(a, _)| a == address) {
+        Some(i) => i,
+        None => {
+            w.backends
+                .push((address.to_string(), BackendPool::new(address)));
+            w.backends.len() - 1
+        }
+    };
+    &mut w.backends[i].1
 }
 
 #[derive(Default)]
 struct Worker {
     index: usize,
     count: usize,
-    backends: HashMap<String, BackendPool>,
+    /// By address; a handful, so a scan beats hashing the address on every borrow and release.
+    backends: Vec<(String, BackendPool)>,
 }
 
 thread_local! {
-    static WORKER: RefCell<Worker> = RefCell::new(Worker { index: 0, count: 1, backends: HashMap::new() });
+    static WORKER: RefCell<Worker> = RefCell::new(Worker { index: 0, count: 1, backends: Vec::new() });
 }
 
 /// Tell this thread which worker it is (for its share of each backend's connections).
@@ -189,7 +196,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let _ = WORKER.try_with(|w| {
             if let Ok(mut w) = w.try_borrow_mut() {
-                if let Some(b) = w.backends.get_mut(&self.address) {
+                if let Some((_, b)) = w.backends.iter_mut().find(|(a, _)| *a == self.address) {
                     b.open = b.open.saturating_sub(1);
                     b.publish();
                     b.waiters.notify_one();
@@ -208,13 +215,15 @@ enum Plan {
 /// Borrow a connection to `address` for `key`: an idle one, a new one, or (when the backend's
 /// share is in use) the next one given back, waiting up to `wait_timeout`. Idle connections
 /// opened before the backend's current `epoch` (it went down since) are closed, not lent.
+/// `params` is only called when a new connection is opened.
 pub async fn acquire(
     address: &str,
     key: &PoolKey,
-    params: &LoginParams,
+    params: impl FnOnce() -> LoginParams,
     settings: &PoolSettings,
     epoch: u64,
 ) -> Result<ServerConnection, PoolError> {
+    let mut params = Some(params);
     let deadline = tokio::time::Instant::now() + settings.wait_timeout;
     loop {
         let (plan, limit, expired) = WORKER.with(|w| {
@@ -231,7 +240,11 @@ pub async fn acquire(
             Plan::Take(conn) => return Ok(conn),
             Plan::Open(slot, evicted) => {
                 drop(evicted);
-                let mut conn = ServerConnection::connect(address, params).await?;
+                let params = match params.take() {
+                    Some(make) => make(),
+                    None => unreachable!("a borrow opens at most one connection"),
+                };
+                let mut conn = ServerConnection::connect(address, &params).await?;
                 conn.key = key.clone();
                 conn.slot = Some(slot);
                 conn.epoch = epoch;

@@ -131,13 +131,37 @@ fn replica(
             wait: need.cloned().map(Wait::For),
             ..Route::to(index, reason)
         }),
-        None if config.routing.fallback_to_primary => table.primary().map(|i| {
-            Route::to(
-                i,
-                Cow::Owned(format!("{reason}; no replica available, primary serves it")),
-            )
-        }),
+        None if config.routing.fallback_to_primary => table
+            .primary()
+            .map(|i| Route::to(i, fallback_reason(reason))),
         None => Err(RouteError::NoReplica),
+    }
+}
+
+thread_local! {
+    /// (fixed reason, its fallback text), found by the reason's address.
+    static FALLBACK_REASONS: std::cell::RefCell<Vec<(usize, &'static str)>> = Default::default();
+}
+
+/// "<reason>; no replica available, primary serves it". With one backend every read takes this
+/// path, so the texts for the classifier's fixed reasons are made once (a handful, kept for the
+/// process's life) instead of formatted per read.
+fn fallback_reason(reason: Cow<'static, str>) -> Cow<'static, str> {
+    let text = |r: &str| format!("{r}; no replica available, primary serves it");
+    match reason {
+        Cow::Borrowed(r) => Cow::Borrowed(FALLBACK_REASONS.with(|m| {
+            let mut m = m.borrow_mut();
+            let key = r.as_ptr() as usize;
+            match m.iter().find(|(k, _)| *k == key) {
+                Some((_, t)) => *t,
+                None => {
+                    let t: &'static str = Box::leak(text(r).into_boxed_str());
+                    m.push((key, t));
+                    t
+                }
+            }
+        })),
+        Cow::Owned(r) => Cow::Owned(text(&r)),
     }
 }
 

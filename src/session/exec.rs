@@ -383,8 +383,7 @@ impl Session {
     /// A pooled connection to backend `i` for this session's key (not yet in its state).
     pub(super) async fn borrow(&mut self, i: usize) -> Result<ServerConnection, ExecError> {
         let table = self.shared.backends.clone();
-        let address = table.backends[i].address.clone();
-        let params = self.backend_params();
+        let address = &table.backends[i].address;
         let settings = &self.config.pool.settings;
         let epoch = table.epoch(i);
         // A backend that hangs while we connect (accepts TCP, never greets) holds the command
@@ -392,7 +391,7 @@ impl Session {
         let key = self.pool_key();
         let acquired = tokio::select! {
             biased;
-            r = pool::acquire(&address, &key, &params, settings, epoch) => r,
+            r = pool::acquire(address, &key, || self.backend_params(), settings, epoch) => r,
             e = super::failure::watchdog(&table, i, epoch, None) => {
                 tracing::warn!("gave up connecting: {e}");
                 return Err(ExecError::Refused(ErrPacket::new(

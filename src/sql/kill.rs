@@ -25,8 +25,10 @@ impl Kill {
     }
 }
 
-/// Words of a statement, skipping whitespace and comments; `None` on anything unexpected.
-fn words(sql: &[u8]) -> Option<Vec<&[u8]>> {
+/// Words of a statement that starts with the word `first`, skipping whitespace and comments;
+/// `None` on anything unexpected. Gives up at the first word when it is another (this runs for
+/// every text query).
+fn words<'a>(sql: &'a [u8], first: &[u8]) -> Option<Vec<&'a [u8]>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < sql.len() {
@@ -45,6 +47,9 @@ fn words(sql: &[u8]) -> Option<Vec<&[u8]>> {
             while i < sql.len() && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_') {
                 i += 1;
             }
+            if out.is_empty() && !sql[start..i].eq_ignore_ascii_case(first) {
+                return None;
+            }
             out.push(&sql[start..i]);
         } else {
             return None;
@@ -55,7 +60,7 @@ fn words(sql: &[u8]) -> Option<Vec<&[u8]>> {
 
 /// Parse a KILL that names a connection id; `None` for anything else.
 pub fn parse(sql: &[u8]) -> Option<Kill> {
-    let w = words(sql)?;
+    let w = words(sql, b"KILL")?;
     let mut it = w.iter().peekable();
     if !it.next()?.eq_ignore_ascii_case(b"KILL") {
         return None;
