@@ -167,7 +167,7 @@ struct Worker {
 }
 
 thread_local! {
-    static WORKER: RefCell<Worker> = RefCell::new(Worker { index: 0, count: 1, backends: Vec::new() });
+    static WORKER: RefCell<Worker> = const { RefCell::new(Worker { index: 0, count: 1, backends: Vec::new() }) };
 }
 
 /// Tell this thread which worker it is (for its share of each backend's connections).
