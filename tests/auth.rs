@@ -1,5 +1,6 @@
-//! Authentication paths: users configured by hash only, a client that starts with MySQL 8's
-//! caching_sha2_password, and a backend account that uses MariaDB's client_ed25519.
+//! Authentication paths: users configured by hash only, clients that start with MySQL 8's
+//! caching_sha2_password (fast and full authentication, RSA and TLS), and a backend account
+//! that uses MariaDB's client_ed25519.
 
 mod common;
 
@@ -9,7 +10,8 @@ use mysql_async::prelude::*;
 use mysql_async::Conn;
 use tokio::net::TcpStream;
 use weiche::protocol::auth;
-use weiche::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
+use weiche::protocol::caching_sha2;
+use weiche::protocol::handshake::{Greeting, HandshakeResponse};
 use weiche::protocol::Framed;
 
 async fn root_on_primary() -> Conn {
@@ -51,17 +53,17 @@ async fn user_configured_by_hash_only() {
         .contains("1045"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_starting_with_caching_sha2_is_switched_to_native_password() {
-    let w = Weiche::start();
-    let mut f = Framed::new(TcpStream::connect(w.addr()).await.unwrap());
+/// A raw MySQL 8 style login: caching_sha2_password from the first packet, answered with
+/// `password`; returns the packets Weiche sent back.
+async fn caching_sha2_login(addr: &str, password: &str) -> Vec<Vec<u8>> {
+    let mut f = Framed::new(TcpStream::connect(addr).await.unwrap());
     let g = Greeting::decode(&f.read_packet(1 << 16).await.unwrap().payload).unwrap();
     let login = HandshakeResponse {
         capabilities: common::raw::BASE_CAPS & g.capabilities,
         max_packet: 1 << 24,
         charset: 45,
         username: app_user().into_bytes(),
-        auth_response: vec![1; 32], // a caching_sha2_password scramble Weiche cannot check
+        auth_response: caching_sha2::scramble(password.as_bytes(), &g.scramble).to_vec(),
         database: Some(b"weiche".to_vec()),
         auth_plugin: Some(auth::CACHING_SHA2.to_vec()),
         connect_attrs: None,
@@ -69,18 +71,118 @@ async fn client_starting_with_caching_sha2_is_switched_to_native_password() {
     let mut buf = BytesMut::new();
     login.encode(&mut buf);
     f.send(1, &buf).await.unwrap();
-    let p = f.read_packet(1 << 16).await.unwrap();
-    let switch = AuthSwitch::decode(&p.payload).expect("an auth switch request");
-    assert_eq!(switch.plugin, auth::NATIVE_PASSWORD);
-    let answer = auth::native_response(&auth::stage1(app_password().as_bytes()), &switch.data);
-    f.send(p.seq.wrapping_add(1), &answer).await.unwrap();
-    let ok = f.read_packet(1 << 16).await.unwrap();
-    assert_eq!(
-        ok.payload[0],
-        0,
-        "{:?}",
-        String::from_utf8_lossy(&ok.payload)
-    );
+    let mut got = Vec::new();
+    loop {
+        let p = f.read_packet(1 << 16).await.unwrap();
+        let last = p.payload[0] != 0x01;
+        got.push(p.payload.to_vec());
+        if last {
+            return got;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_starting_with_caching_sha2_logs_in_without_a_switch() {
+    let w = Weiche::start();
+    let got = caching_sha2_login(&w.addr(), &app_password()).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], [0x01, 0x03], "fast authentication success");
+    assert_eq!(got[1][0], 0x00, "{:?}", String::from_utf8_lossy(&got[1]));
+    let got = caching_sha2_login(&w.addr(), "wrong").await;
+    assert_eq!(got.len(), 1);
+    assert!(String::from_utf8_lossy(&got[0]).contains("Access denied"));
+    assert!(w
+        .log_text()
+        .contains("caching_sha2_password: fast authentication"));
+}
+
+/// The mariadb CLI with caching_sha2_password (its plugin from libmariadb3), as a MySQL 8
+/// client logs in.
+fn cli_sha2(addr: &str, password: &str, extra: &[&str]) -> std::process::Output {
+    let (host, port) = common::host_port(addr);
+    std::process::Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "--protocol=tcp",
+            "-h",
+            &host,
+            "-P",
+            &port.to_string(),
+        ])
+        .args(["--default-auth=caching_sha2_password", "-N", "-B"])
+        .args(["-u", &app_user(), &format!("-p{password}")])
+        .args(extra)
+        .args(["-e", "SELECT CURRENT_USER()"])
+        .output()
+        .expect("run mariadb")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_sha2_full_authentication_over_rsa_and_tls_for_a_hash_only_user() {
+    let mut root = root_on_primary().await;
+    let hash: String = root
+        .exec_first("SELECT PASSWORD(?)", (app_password(),))
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sha2-auth");
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success());
+    let file = dir.join("weiche.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[backends]]\naddress = \"{}\"\n\n[[users]]\nname = \"{}\"\npassword_hash = \"{hash}\"\n\n\
+             [tls]\ncert = \"{}/cert.pem\"\nkey = \"{}/key.pem\"\n",
+            primary(),
+            app_user(),
+            dir.display(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let ok = |o: &std::process::Output| {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success() && out.starts_with(&format!("{}@", app_user())),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    // Plain TCP: the password comes RSA-encrypted; then Weiche knows the digest.
+    let w = Weiche::start_with(&["--config", file.to_str().unwrap()]);
+    ok(&cli_sha2(&w.addr(), &app_password(), &["--skip-ssl"]));
+    assert!(w
+        .log_text()
+        .contains("caching_sha2_password: full authentication with the RSA key exchange"));
+    ok(&cli_sha2(&w.addr(), &app_password(), &["--skip-ssl"]));
+    assert!(w
+        .log_text()
+        .contains("caching_sha2_password: fast authentication"));
+    let o = cli_sha2(&w.addr(), "wrong", &["--skip-ssl"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1045"));
+    // Over TLS the password itself comes, encrypted by TLS.
+    let w = Weiche::start_with(&["--config", file.to_str().unwrap()]);
+    ok(&cli_sha2(&w.addr(), &app_password(), &["--ssl"]));
+    assert!(w
+        .log_text()
+        .contains("caching_sha2_password: full authentication over TLS"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,12 +88,20 @@ async fn connection(
     client.send(0, &buf).await?;
     let login = tokio::time::timeout(
         Duration::from_secs(10),
-        read_login(&mut client, &scramble, caps, config.tls.acceptor.as_ref()),
+        read_login(
+            &mut client,
+            &scramble,
+            caps,
+            config.tls.acceptor.as_ref(),
+            false,
+        ),
     )
     .await
     .map_err(|_| ProtocolError::Closed)??;
     let (resp, answer, seq) = match login {
-        Login::Answered { resp, answer, seq } => (resp, answer, seq),
+        Login::Answered {
+            resp, answer, seq, ..
+        } => (resp, answer, seq),
         Login::Refused(seq, err) => {
             client.send(seq, &err_payload(&err)).await?;
             return Ok(());

@@ -8,7 +8,7 @@ use super::{Session, SessionHandle, Shared};
 use crate::backend::{Secret, SessionState};
 use crate::config::{Config, PoolMode, User};
 use crate::metrics::Limit;
-use crate::protocol::auth::{self, NATIVE_PASSWORD};
+use crate::protocol::auth::{self, CACHING_SHA2, NATIVE_PASSWORD};
 use crate::protocol::constants::{cap, errcode, status};
 use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 /// A login packet is small; anything bigger is not a login.
-const MAX_LOGIN_PACKET: usize = 64 * 1024;
+pub(super) const MAX_LOGIN_PACKET: usize = 64 * 1024;
 
 /// Let a new client connection in, or refuse it before the greeting as MariaDB does: too many
 /// connections (ERR 1040), or an address blocked after failed logins (ERR 1129).
@@ -255,7 +255,7 @@ async fn login_inner(
     let login_timeout = config.limits.login_timeout;
     let result = tokio::time::timeout(
         login_timeout,
-        authenticate(&mut client, &config, &peer, &scramble, offered),
+        authenticate(&mut client, &shared, &config, &peer, &scramble, offered),
     )
     .await;
     let (resp, secret, user, seq) = match result {
@@ -397,7 +397,7 @@ async fn send_all(
     client.flush().await
 }
 
-enum Auth {
+pub(super) enum Auth {
     Accepted {
         resp: Box<HandshakeResponse>,
         secret: Secret,
@@ -417,6 +417,9 @@ pub enum Login {
         answer: Vec<u8>,
         /// The sequence id of Weiche's next packet.
         seq: u8,
+        /// The answer is caching_sha2_password's (the caller allowed it), not
+        /// mysql_native_password's.
+        caching_sha2: bool,
     },
     Refused(u8, ErrPacket),
 }
@@ -431,12 +434,15 @@ fn bad_handshake(e: &ProtocolError) -> ErrPacket {
 
 /// Read the login packet that answers a greeting with `scramble` and capabilities `offered`.
 /// With `tls` (and SSL offered), a client may first send SSL_REQUEST; the TLS handshake follows
-/// and the login packet comes over TLS.
+/// and the login packet comes over TLS. With `caching_sha2`, a client that starts with
+/// caching_sha2_password keeps it (the caller completes it); other plugins are switched to
+/// mysql_native_password.
 pub async fn read_login(
     client: &mut Framed<Stream>,
     scramble: &[u8],
     offered: u32,
     tls: Option<&Acceptor>,
+    caching_sha2: bool,
 ) -> Result<Login, ProtocolError> {
     let mut p = match client.read_packet(MAX_LOGIN_PACKET).await {
         Ok(p) => p,
@@ -473,49 +479,68 @@ pub async fn read_login(
         Err(e) => return Ok(Login::Refused(seq, bad_handshake(&e))),
     };
     let plugin = resp.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
-    let (answer, seq) =
-        if plugin == NATIVE_PASSWORD || resp.capabilities & offered & cap::PLUGIN_AUTH == 0 {
-            (resp.auth_response.clone(), seq)
-        } else {
-            // e.g. a MySQL 8 client starting with caching_sha2_password.
-            switch_to_native(client, seq, scramble).await?
-        };
+    let plugin_auth = resp.capabilities & offered & cap::PLUGIN_AUTH != 0;
+    let caching_sha2 = caching_sha2 && plugin_auth && plugin == CACHING_SHA2;
+    let (answer, seq) = if plugin == NATIVE_PASSWORD || !plugin_auth || caching_sha2 {
+        (resp.auth_response.clone(), seq)
+    } else {
+        // Another plugin (sha256_password, a MySQL 8 client on the admin port, ...).
+        switch_to_native(client, seq, scramble).await?
+    };
     Ok(Login::Answered {
         resp: Box::new(resp),
         answer,
         seq,
+        caching_sha2,
     })
 }
 
 async fn authenticate(
     client: &mut Framed<Stream>,
+    shared: &Shared,
     config: &Config,
     peer: &SocketAddr,
     scramble: &[u8],
     offered: u32,
 ) -> Result<Auth, ProtocolError> {
-    let (resp, answer, seq) =
-        match read_login(client, scramble, offered, config.tls.acceptor.as_ref()).await? {
-            Login::Answered { resp, answer, seq } => (resp, answer, seq),
+    let acceptor = config.tls.acceptor.as_ref();
+    let (resp, answer, seq, caching_sha2) =
+        match read_login(client, scramble, offered, acceptor, true).await? {
+            Login::Answered {
+                resp,
+                answer,
+                seq,
+                caching_sha2,
+            } => (resp, answer, seq, caching_sha2),
             Login::Refused(seq, err) => return Ok(Auth::Refused(seq, err)),
         };
-    let checked = config
-        .user(&resp.username)
-        .and_then(|user| Some((user, check_password(user, scramble, &answer)?)));
-    match checked {
-        Some((user, _)) if (config.tls.require || user.require_tls) && !client.io.is_tls() => Ok(
-            Auth::Refused(seq, tls_required(&user.name, config.tls.require)),
-        ),
-        Some((user, secret)) => Ok(Auth::Accepted {
-            user: user.clone(),
-            resp,
-            secret,
-            seq,
-        }),
-        None => Ok(Auth::Refused(
-            seq,
-            access_denied(&resp.username, peer, !answer.is_empty()),
-        )),
+    let auth = if caching_sha2 {
+        let state = &shared.sha2;
+        super::sha2_login::login(client, state, config, peer, scramble, resp, answer, seq).await?
+    } else {
+        let checked = config
+            .user(&resp.username)
+            .and_then(|user| Some((user, check_password(user, scramble, &answer)?)));
+        match checked {
+            Some((user, secret)) => Auth::Accepted {
+                user: user.clone(),
+                resp,
+                secret,
+                seq,
+            },
+            None => Auth::Refused(seq, access_denied(&resp.username, peer, !answer.is_empty())),
+        }
+    };
+    match auth {
+        Auth::Accepted { user, seq, .. }
+            if (config.tls.require || user.require_tls) && !client.io.is_tls() =>
+        {
+            Ok(Auth::Refused(
+                seq,
+                tls_required(&user.name, config.tls.require),
+            ))
+        }
+        other => Ok(other),
     }
 }
 

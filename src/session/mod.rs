@@ -17,6 +17,7 @@ mod registry;
 mod relay;
 mod reload;
 mod script;
+mod sha2_login;
 mod stmt;
 
 pub use frontend::{access_denied, read_login, switch_to_native, Login};
@@ -81,6 +82,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Connection and login counts against [limits].
     pub admission: Arc<admission::Admission>,
+    /// caching_sha2_password's learnt digests and RSA key.
+    pub sha2: sha2_login::Sha2State,
     server_info: Mutex<ServerInfo>,
     next_id: AtomicU32,
     /// Flips to true when Weiche stops: idle sessions close, busy ones finish their command.
@@ -94,6 +97,7 @@ impl Shared {
             cache: crate::cache::Cache::new(&config.cache).map(Arc::new),
             metrics: crate::metrics::Metrics::new(config.max_digests),
             admission: Default::default(),
+            sha2: Default::default(),
             config: RwLock::new(Arc::new(config)),
             config_epoch: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
