@@ -7,6 +7,8 @@ pub mod admin;
 pub mod backend;
 pub mod cache;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;

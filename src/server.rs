@@ -86,6 +86,9 @@ async fn accept_loop(
             "cannot reach the primary yet ({e}); clients will get an error until it is up"
         ),
     }
+    if config.monitoring.load_users {
+        tokio::spawn(read_accounts(shared.clone()));
+    }
     if let Some(admin) = config.admin_address {
         let l = listen(admin).map_err(|source| ServerError::Listen {
             addr: admin,
@@ -180,5 +183,25 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Read the accounts from the primary's mysql.user now and every `monitor.users_refresh`
+/// (with the settings of the latest reload).
+async fn read_accounts(shared: Arc<Shared>) {
+    let mut known = None;
+    loop {
+        let config = shared.config();
+        if let Some((primary, source)) = shared.accounts_source(&config) {
+            match shared.accounts.read(&primary, &source).await {
+                Ok(n) if known != Some(n) => {
+                    tracing::info!("{n} accounts read from mysql.user on {primary}");
+                    known = Some(n);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("reading accounts from mysql.user on {primary}: {e}"),
+            }
+        }
+        tokio::time::sleep(config.monitoring.users_refresh).await;
     }
 }

@@ -231,3 +231,72 @@ async fn backend_account_with_client_ed25519() {
             .unwrap();
     }
 }
+
+/// `monitor.load_users`: accounts come from the primary's mysql.user, new ones work at once,
+/// and their hashes never reach the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_read_from_the_primarys_mysql_user() {
+    let mut root = root_on_primary().await;
+    for user in ["weiche_loaded", "weiche_later"] {
+        root.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'"))
+            .await
+            .unwrap();
+    }
+    root.query_drop("CREATE USER 'weiche_loaded'@'%' IDENTIFIED BY 'loaded-pw'")
+        .await
+        .unwrap();
+    root.query_drop("GRANT SELECT ON weiche.* TO 'weiche_loaded'@'%'")
+        .await
+        .unwrap();
+    let hash: String = root
+        .query_first("SELECT PASSWORD('loaded-pw')")
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join(format!("load-users-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        format!(
+            "[[backends]]\naddress = \"{}\"\n\n[monitor]\nuser = \"monitor\"\n\
+             password = \"monitor-secret\"\nload_users = true\n",
+            primary()
+        ),
+    )
+    .unwrap();
+    let w = Weiche::start_with(&["--config", file.to_str().unwrap()]);
+    let login = |user: &str, pw: &str| {
+        mysql_async::OptsBuilder::from_opts(opts(&w.addr()))
+            .user(Some(user.to_string()))
+            .pass(Some(pw.to_string()))
+            .db_name(None::<String>)
+    };
+    let mut c = Conn::new(login("weiche_loaded", "loaded-pw"))
+        .await
+        .expect("an account from mysql.user");
+    let who: Option<String> = c.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(who.as_deref(), Some("weiche_loaded@%"));
+    let e = Conn::new(login("weiche_loaded", "wrong"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("1045"), "{e}");
+    // An account made after the start works at once (the table is read again on demand, at
+    // most every 2 s).
+    root.query_drop("CREATE USER 'weiche_later'@'%' IDENTIFIED BY 'later-pw'")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let mut c = Conn::new(login("weiche_later", "later-pw"))
+        .await
+        .expect("an account made after the start");
+    let who: Option<String> = c.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(who.as_deref(), Some("weiche_later@%"));
+    let log = w.log_text();
+    assert!(log.contains("accounts read from mysql.user"), "{log}");
+    assert!(!log.contains(&hash[1..]), "a password hash reached the log");
+    for user in ["weiche_loaded", "weiche_later"] {
+        root.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'"))
+            .await
+            .unwrap();
+    }
+}

@@ -1,87 +1,71 @@
-//! Property tests: random byte streams fed to the framer, the response walker, the decoders,
-//! the lexer and the classifier never panic.
+//! Property tests: random byte streams fed to the framer, the response walker, the handshake
+//! decoders, the lexer and classifier, and the Lua packet decoders never panic. They run the
+//! fuzz targets' entry points (src/fuzz.rs), and every input a fuzzer found a crash with
+//! (tests/data/fuzz/<target>/) stays a regression test.
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use weiche::protocol::handshake::{ChangeUser, Greeting, HandshakeResponse};
-use weiche::protocol::packet::{decode_chunk, encode_packet};
-use weiche::protocol::{ErrPacket, Expect, Need, OkPacket, Walker};
-
-fn expects() -> impl Strategy<Value = Expect> {
-    prop_oneof![
-        Just(Expect::Results),
-        Just(Expect::Prepare),
-        Just(Expect::FieldList),
-        Just(Expect::Fetch),
-        Just(Expect::OnePacket),
-    ]
-}
+use weiche::fuzz;
+use weiche::protocol::packet::encode_packet;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
+    // The fuzz targets' entry points (src/fuzz.rs, scripts/fuzz), on random input in CI.
     #[test]
     fn framer_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-        let mut buf = BytesMut::from(&bytes[..]);
-        let before = buf.len();
-        let mut consumed = 0;
-        while let Some(c) = decode_chunk(&mut buf) {
-            consumed += 4 + c.payload.len();
-        }
-        prop_assert_eq!(consumed + buf.len(), before);
+        fuzz::framer(&bytes);
     }
 
     #[test]
-    fn framer_round_trips(payload in proptest::collection::vec(any::<u8>(), 0..70000), seq in any::<u8>()) {
-        let mut buf = BytesMut::new();
-        encode_packet(&mut buf, seq, &payload);
-        let c = decode_chunk(&mut buf).unwrap();
-        prop_assert_eq!(&c.payload[..], &payload[..]);
-        prop_assert_eq!(c.seq, seq);
+    fn framer_round_trips_large_packets(payload in proptest::collection::vec(any::<u8>(), 0..70000)) {
+        fuzz::framer(&payload);
     }
 
     #[test]
     fn walker_never_panics(
-        expect in expects(),
-        deprecate_eof in any::<bool>(),
-        binary in any::<bool>(),
+        mode in any::<u8>(),
         packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..40),
     ) {
-        let mut w = Walker::new(expect, deprecate_eof, binary);
-        for p in &packets {
-            if w.is_done() {
-                break;
-            }
-            let seen = match w.need(p.len(), p.first().copied()) {
-                Need::Whole => &p[..],
-                Need::Skim => &p[..p.len().min(1)],
-            };
-            if w.packet(p.len(), seen).is_err() {
-                break;
-            }
+        // Well-framed packets, so that the walker gets far.
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&[mode]);
+        for (i, p) in packets.iter().enumerate() {
+            encode_packet(&mut bytes, i as u8, p);
         }
+        fuzz::walker(&bytes);
     }
 
     #[test]
-    fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), caps in any::<u32>()) {
-        let _ = Greeting::decode(&bytes);
-        let _ = HandshakeResponse::decode(&bytes);
-        let _ = ChangeUser::decode(&bytes, caps);
-        let _ = OkPacket::decode(&bytes);
-        let _ = ErrPacket::decode(&bytes);
-        let _ = weiche::sql::kill::parse(&bytes);
+    fn walker_never_panics_on_raw_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        fuzz::walker(&bytes);
+    }
+
+    #[test]
+    fn handshake_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fuzz::handshake(&bytes);
+    }
+
+    #[test]
+    fn handshake_decoders_never_panic_on_near_logins(
+        head in proptest::collection::vec(any::<u8>(), 32..33),
+        rest in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        // A fixed part with PROTOCOL_41 and the other flags random, then random fields.
+        let mut bytes = head;
+        bytes[1] |= 0x02;
+        bytes.extend_from_slice(&rest);
+        fuzz::handshake(&bytes);
     }
 
     #[test]
     fn lexer_and_classifier_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let tokens = weiche::sql::lexer::tokenize(&bytes);
-        // Tokens are in order, inside the input, and never overlap.
-        let mut at = 0;
-        for t in &tokens {
-            prop_assert!(t.start >= at && t.end > t.start && t.end <= bytes.len());
-            at = t.end;
-        }
-        let _ = weiche::sql::classify(&bytes);
+        fuzz::sql(&bytes);
+    }
+
+    #[test]
+    fn lua_proto_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fuzz::lua_proto(&bytes);
     }
 
     #[test]
@@ -94,5 +78,20 @@ proptest! {
         let sql = words.join(" ");
         let c = weiche::sql::classify(sql.as_bytes());
         prop_assert!(!c.reason.is_empty());
+    }
+}
+
+/// Inputs the fuzzers found crashes with (scripts/fuzz copies them here): each must now pass.
+#[test]
+fn fuzz_findings_stay_fixed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    for (name, run) in fuzz::TARGETS {
+        let Ok(dir) = std::fs::read_dir(root.join(name)) else {
+            continue;
+        };
+        for f in dir.flatten() {
+            let input = std::fs::read(f.path()).expect("read a fuzz finding");
+            run(&input);
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Backends and server connections: opening a connection to a backend and logging in with
 //! credentials Weiche holds, the state each connection is in, the statements prepared on it,
 //! the per-worker pools that lend connections to sessions, and the monitor that checks each
-//! backend's health, role and replication lag.
+//! backend's health, role and replication lag, and the accounts read from the primary.
 
+pub mod accounts;
 pub mod connection;
 pub mod gtid;
 pub mod monitor;

@@ -392,9 +392,10 @@ impl LoadedConfig {
                 return Err(invalid(format!("user '{}' is listed twice", u.name)));
             }
         }
-        if users.is_empty() {
+        if users.is_empty() && file.monitor.load_users != Some(true) {
             return Err(invalid(
-                "no users: give --user NAME:PASSWORD or [[users]] in the config file",
+                "no users: give --user NAME:PASSWORD, [[users]] in the config file, or \
+                 monitor.load_users = true",
             ));
         }
 

@@ -20,6 +20,10 @@ pub struct FileMonitor {
     pub down_after: Option<u32>,
     /// Good checks in a row that bring a down backend back (default 2).
     pub up_after: Option<u32>,
+    /// Read application accounts from the primary's mysql.user (default false).
+    pub load_users: Option<bool>,
+    /// Seconds between two readings of mysql.user (default 60).
+    pub users_refresh: Option<f64>,
 }
 
 /// How the monitor works.
@@ -29,6 +33,9 @@ pub struct Monitoring {
     pub timeout: Duration,
     pub down_after: u32,
     pub up_after: u32,
+    /// Accounts not in the config are read from the primary's mysql.user.
+    pub load_users: bool,
+    pub users_refresh: Duration,
 }
 
 impl Default for Monitoring {
@@ -38,6 +45,8 @@ impl Default for Monitoring {
             timeout: Duration::from_secs(1),
             down_after: 2,
             up_after: 2,
+            load_users: false,
+            users_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -72,6 +81,16 @@ pub fn monitoring(
             None => Ok(default),
         }
     };
+    let load_users = file.load_users.unwrap_or(false);
+    if load_users && account.is_none() {
+        return Err(invalid(
+            "monitor.load_users reads mysql.user with the monitor account: give monitor.user",
+        ));
+    }
+    let users_refresh = match file.users_refresh {
+        Some(s) => secs("monitor.users_refresh", s, false)?,
+        None => d.users_refresh,
+    };
     Ok((
         account,
         Monitoring {
@@ -79,6 +98,8 @@ pub fn monitoring(
             timeout,
             down_after: count("down_after", file.down_after, d.down_after)?,
             up_after: count("up_after", file.up_after, d.up_after)?,
+            load_users,
+            users_refresh,
         },
     ))
 }

@@ -12,7 +12,7 @@ mod global;
 pub mod inject;
 mod modules;
 mod password;
-mod proto;
+pub mod proto;
 mod response;
 pub mod tokenizer;
 

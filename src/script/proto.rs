@@ -8,6 +8,18 @@ use crate::protocol::{ErrPacket, OkPacket};
 use bytes::BytesMut;
 use mlua::{Lua, Table};
 
+/// The functions that decode a packet (what a script calls on bytes from the network).
+pub const DECODERS: &[&str] = &[
+    "from_err_packet",
+    "from_ok_packet",
+    "from_eof_packet",
+    "from_challenge_packet",
+    "from_response_packet",
+    "from_stmt_prepare_packet",
+    "stmt_id_from_stmt_execute_packet",
+    "from_stmt_close_packet",
+];
+
 fn bad(e: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(format!("mysql.proto: {e}"))
 }

@@ -572,7 +572,11 @@ async fn change_user(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
         }
     };
     let config = s.shared.config();
-    let user = config.user(&cu.username).cloned();
+    let user = s
+        .shared
+        .clone()
+        .find_user(&config, &cu.username, s.peer.ip())
+        .await;
     let plugin = cu.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
     let mut answer = cu.auth_response.clone();
     let mut secret = match (&user, plugin == NATIVE_PASSWORD) {

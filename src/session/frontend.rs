@@ -514,16 +514,18 @@ async fn authenticate(
             } => (resp, answer, seq, caching_sha2),
             Login::Refused(seq, err) => return Ok(Auth::Refused(seq, err)),
         };
+    let user = shared.find_user(config, &resp.username, peer.ip()).await;
     let auth = if caching_sha2 {
         let state = &shared.sha2;
-        super::sha2_login::login(client, state, config, peer, scramble, resp, answer, seq).await?
+        super::sha2_login::login(client, state, user, peer, scramble, resp, answer, seq).await?
     } else {
-        let checked = config
-            .user(&resp.username)
-            .and_then(|user| Some((user, check_password(user, scramble, &answer)?)));
+        let checked = user.and_then(|user| {
+            let secret = check_password(&user, scramble, &answer)?;
+            Some((user, secret))
+        });
         match checked {
             Some((user, secret)) => Auth::Accepted {
-                user: user.clone(),
+                user,
                 resp,
                 secret,
                 seq,

@@ -25,7 +25,7 @@ pub use registry::{Registry, SessionHandle};
 pub use reload::Reloaded;
 
 use crate::backend::{LoginParams, Secret, ServerConnection, SessionState};
-use crate::config::Config;
+use crate::config::{Config, User};
 use crate::protocol::constants::cap;
 use crate::protocol::handshake::Greeting;
 use crate::protocol::{ErrPacket, Framed, ProtocolError};
@@ -84,6 +84,8 @@ pub struct Shared {
     pub admission: Arc<admission::Admission>,
     /// caching_sha2_password's learnt digests and RSA key.
     pub sha2: sha2_login::Sha2State,
+    /// Accounts read from the primary's mysql.user (monitor.load_users).
+    pub accounts: crate::backend::accounts::Accounts,
     server_info: Mutex<ServerInfo>,
     next_id: AtomicU32,
     /// Flips to true when Weiche stops: idle sessions close, busy ones finish their command.
@@ -98,6 +100,7 @@ impl Shared {
             metrics: crate::metrics::Metrics::new(config.max_digests),
             admission: Default::default(),
             sha2: Default::default(),
+            accounts: Default::default(),
             config: RwLock::new(Arc::new(config)),
             config_epoch: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
@@ -159,6 +162,50 @@ impl Shared {
             .map_err(|_| "timed out".to_string())??;
         self.learn_server_info(&g);
         Ok(())
+    }
+
+    /// Where and as whom accounts are read (monitor.load_users), and the primary to read them
+    /// from now.
+    pub fn accounts_source(
+        &self,
+        config: &Config,
+    ) -> Option<(String, crate::backend::accounts::Source)> {
+        if !config.monitoring.load_users {
+            return None;
+        }
+        let primary = self.backends.primary().ok()?;
+        Some((
+            self.backends.backends[primary].address.clone(),
+            crate::backend::accounts::Source {
+                account: config.monitor.clone()?,
+                timeout: config
+                    .monitoring
+                    .timeout
+                    .max(std::time::Duration::from_secs(2)),
+                tls: config.tls.backend.clone(),
+            },
+        ))
+    }
+
+    /// The account a client names: configured, or read from the primary (monitor.load_users),
+    /// reading the table again (rate-limited) when the name is new.
+    pub async fn find_user(
+        &self,
+        config: &Config,
+        name: &[u8],
+        client: std::net::IpAddr,
+    ) -> Option<User> {
+        if let Some(u) = config.user(name) {
+            return Some(u.clone());
+        }
+        let (primary, source) = self.accounts_source(config)?;
+        if let Some(u) = self.accounts.find(name, client) {
+            return Some(u);
+        }
+        if self.accounts.read_for_unknown(&primary, &source).await {
+            return self.accounts.find(name, client);
+        }
+        None
     }
 
     /// Ask every session to close once its current command is done.

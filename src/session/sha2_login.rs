@@ -6,7 +6,7 @@
 
 use super::frontend::{access_denied, Auth, MAX_LOGIN_PACKET};
 use crate::backend::Secret;
-use crate::config::{Config, User};
+use crate::config::User;
 use crate::protocol::auth::{self, Stage1, Stage2, CACHING_SHA2};
 use crate::protocol::caching_sha2::{
     self as sha2, RsaKey, Sha2Digest, FAST_AUTH_SUCCESS, PERFORM_FULL_AUTHENTICATION,
@@ -81,13 +81,14 @@ impl Sha2State {
     }
 }
 
-/// The client started with caching_sha2_password; `answer` is its fast-authentication answer to
-/// `scramble` and `seq` the sequence id of Weiche's next packet.
+/// The client started with caching_sha2_password as `user` (None: no such account); `answer` is
+/// its fast-authentication answer to `scramble` and `seq` the sequence id of Weiche's next
+/// packet.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn login(
     client: &mut Framed<Stream>,
     state: &Sha2State,
-    config: &Config,
+    user: Option<User>,
     peer: &SocketAddr,
     scramble: &[u8],
     resp: Box<HandshakeResponse>,
@@ -100,7 +101,7 @@ pub(super) async fn login(
             access_denied(&resp.username, peer, true),
         ))
     };
-    let Some(user) = config.user(&resp.username).cloned() else {
+    let Some(user) = user else {
         return denied(seq);
     };
     let (answer, seq) = if answer.is_empty() {
