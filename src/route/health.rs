@@ -196,16 +196,31 @@ impl BackendTable {
         match self.writer.index.load(Ordering::Acquire) {
             NOBODY | SEVERAL => Err(match &*lock(&self.writer.detail) {
                 Writer::Several(a) => RouteError::TwoPrimaries(a.join(" and ")),
-                Writer::Nobody(why) => RouteError::NoPrimary(why.clone()),
+                Writer::Nobody(why) => RouteError::NoPrimary(self.explain_down(why)),
                 Writer::One(_) => RouteError::NoPrimary("changing".into()),
             }),
             // A writer the monitor took down: refused at once, not after a connect timeout.
-            i if self.state(i) == State::Down => Err(RouteError::NoPrimary(format!(
-                "{} is down",
-                self.backends[i].address
-            ))),
+            i if self.state(i) == State::Down => Err(RouteError::NoPrimary(
+                self.explain_down(&format!("{} is down", self.backends[i].address)),
+            )),
             i => Ok(i),
         }
+    }
+
+    /// "A is down" with the monitor's reason for each down backend the text names, so that a
+    /// refused client learns why (a TLS certificate, a refused connection, ...).
+    fn explain_down(&self, why: &str) -> String {
+        let mut out = why.to_string();
+        for b in self.backends.iter() {
+            let named = format!("{} is down", b.address);
+            if out.contains(&named) {
+                let detail = lock(&b.live.report).detail.clone();
+                if !detail.is_empty() {
+                    out = out.replace(&named, &format!("{named} ({detail})"));
+                }
+            }
+        }
+        out
     }
 
     pub fn writer(&self) -> Writer {
