@@ -260,6 +260,16 @@ impl Stream {
         Ok(())
     }
 
+    /// Wait until the peer has sent something, before a buffer is set aside to read it into:
+    /// an idle client then holds none. A TLS stream may hold decrypted bytes already, so it
+    /// returns at once.
+    pub async fn ready_to_read(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(t) => t.readable().await,
+            _ => Ok(()),
+        }
+    }
+
     /// The TLS version in use, for logs and SHOW SESSIONS.
     pub fn tls_version(&self) -> Option<&'static str> {
         let Stream::Tls(t) = self else { return None };

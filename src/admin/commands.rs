@@ -316,7 +316,10 @@ fn sessions(shared: &Shared) -> Vec<BytesMut> {
                 Some(client),
                 Some(user),
                 Some(db),
-                h.server().map(|(a, t)| format!("{a} thread {t}")),
+                h.server().and_then(|(i, t)| {
+                    let b = shared.backends.backends.get(i)?;
+                    Some(format!("{} thread {t}", b.address))
+                }),
                 Some(h.pins()),
                 busy.since.map(|_| busy.text()),
                 busy.since

@@ -68,7 +68,7 @@ impl PoolError {
 }
 
 struct Idle {
-    conn: ServerConnection,
+    conn: Box<ServerConnection>,
     since: Instant,
 }
 
@@ -207,8 +207,8 @@ impl Drop for Slot {
 }
 
 enum Plan {
-    Take(ServerConnection),
-    Open(Slot, Option<ServerConnection>),
+    Take(Box<ServerConnection>),
+    Open(Slot, Option<Box<ServerConnection>>),
     Wait(Arc<Notify>),
 }
 
@@ -222,7 +222,7 @@ pub async fn acquire(
     params: impl FnOnce() -> LoginParams,
     settings: &PoolSettings,
     epoch: u64,
-) -> Result<ServerConnection, PoolError> {
+) -> Result<Box<ServerConnection>, PoolError> {
     let mut params = Some(params);
     let deadline = tokio::time::Instant::now() + settings.wait_timeout;
     loop {
@@ -244,7 +244,9 @@ pub async fn acquire(
                     Some(make) => make(),
                     None => unreachable!("a borrow opens at most one connection"),
                 };
-                let mut conn = ServerConnection::connect(address, &params).await?;
+                // Boxed once: a session's idle slot stays small, and lending it out and taking
+                // it back move a pointer instead of the connection.
+                let mut conn = Box::new(ServerConnection::connect(address, &params).await?);
                 conn.key = key.clone();
                 conn.slot = Some(slot);
                 conn.epoch = epoch;
@@ -269,7 +271,9 @@ pub async fn acquire(
     }
 }
 
-/// What a borrow does, decided inside the worker's pool.
+/// What a borrow does, decided inside the worker's pool. The expired connections stay boxed as
+/// the pool holds them: they are only dropped.
+#[allow(clippy::vec_box)]
 fn plan(
     b: &mut BackendPool,
     key: &PoolKey,
@@ -277,8 +281,8 @@ fn plan(
     epoch: u64,
     address: &str,
     limit: usize,
-) -> (Plan, usize, Vec<ServerConnection>) {
-    let mut expired: Vec<ServerConnection> = prune(b, settings).into_iter().collect();
+) -> (Plan, usize, Vec<Box<ServerConnection>>) {
+    let mut expired: Vec<Box<ServerConnection>> = prune(b, settings).into_iter().collect();
     if b.idle.iter().any(|i| i.conn.epoch != epoch) {
         let (keep, stale): (Vec<Idle>, Vec<Idle>) =
             b.idle.drain(..).partition(|i| i.conn.epoch == epoch);
@@ -309,7 +313,7 @@ fn plan(
 
 /// Close idle connections past their idle timeout, keeping `min_idle`. Returned so that they are
 /// dropped outside the pool's borrow.
-fn prune(b: &mut BackendPool, settings: &PoolSettings) -> Option<ServerConnection> {
+fn prune(b: &mut BackendPool, settings: &PoolSettings) -> Option<Box<ServerConnection>> {
     if b.idle.len() <= settings.min_idle {
         return None;
     }
@@ -323,7 +327,7 @@ fn prune(b: &mut BackendPool, settings: &PoolSettings) -> Option<ServerConnectio
 
 /// Give a connection back. One that is in a transaction or holds another session's untracked
 /// state is reset first (in the background); one that failed is closed.
-pub fn release(mut conn: ServerConnection) {
+pub fn release(mut conn: Box<ServerConnection>) {
     if conn.broken || conn.slot.is_none() {
         return;
     }
@@ -338,7 +342,7 @@ pub fn release(mut conn: ServerConnection) {
     put_idle(conn);
 }
 
-fn put_idle(conn: ServerConnection) {
+fn put_idle(conn: Box<ServerConnection>) {
     let address = conn.address.clone();
     WORKER.with(|w| {
         let mut w = w.borrow_mut();

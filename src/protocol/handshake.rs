@@ -167,11 +167,21 @@ impl HandshakeResponse {
         out.put_slice(&[0; 23]);
         out.put_slice(&self.username);
         out.put_u8(0);
+        // The same three forms decode() reads (a fuzzer found the third missing).
         if self.capabilities & cap::PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
             put_lenenc_bytes(out, &self.auth_response);
+        } else if self.capabilities & cap::SECURE_CONNECTION != 0 {
+            let n = self.auth_response.len().min(255);
+            out.put_u8(n as u8);
+            out.put_slice(&self.auth_response[..n]);
         } else {
-            out.put_u8(self.auth_response.len() as u8);
-            out.put_slice(&self.auth_response);
+            let end = self
+                .auth_response
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(self.auth_response.len());
+            out.put_slice(&self.auth_response[..end]);
+            out.put_u8(0);
         }
         if self.capabilities & cap::CONNECT_WITH_DB != 0 {
             out.put_slice(self.database.as_deref().unwrap_or_default());

@@ -12,6 +12,9 @@ pub const HEADER_LEN: usize = 4;
 
 /// How much a read asks the kernel for at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// A new connection reads in 4 KiB: logins and most commands fit, and ten thousand idle
+/// clients must not each have touched 64 KiB. A read that fills the room doubles it.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
 
 /// Length and sequence id of the packet at the start of `buf`, if its header is complete.
 #[inline]
@@ -74,6 +77,8 @@ pub struct Framed<S> {
     pub io: S,
     pub rbuf: BytesMut,
     pub wbuf: BytesMut,
+    /// How much room a read asks for: grows from FIRST_READ_CHUNK to READ_CHUNK as reads fill it.
+    chunk: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
@@ -84,6 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             // thousand idle clients must not hold ten thousand pairs of them.
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
+            chunk: FIRST_READ_CHUNK,
         }
     }
 
@@ -105,10 +111,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     /// Read more bytes into the read buffer. A peer that closes between packets gives `Closed`,
     /// one that closes inside a packet `UnexpectedEof`.
     pub async fn fill(&mut self) -> Result<usize, ProtocolError> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
+        if self.rbuf.capacity() - self.rbuf.len() < self.chunk / 4 {
+            self.rbuf.reserve(self.chunk);
         }
+        let room = self.rbuf.capacity() - self.rbuf.len();
         let n = self.io.read_buf(&mut self.rbuf).await?;
+        if n == room && self.chunk < READ_CHUNK {
+            self.chunk *= 2;
+        }
         if n == 0 {
             return Err(if self.rbuf.is_empty() {
                 ProtocolError::Closed

@@ -15,9 +15,10 @@ use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{com, errcode, MAX_CHUNK};
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::resultset::send_text_result;
-use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Walker};
+use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Framed, ProtocolError, Walker};
 use crate::route::{Destination, Route, Wait};
 use crate::sql::{analyze, kill, Analysis, Consistency, Target};
+use crate::tls::Stream;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// What the loop does after a command.
@@ -28,6 +29,15 @@ pub(crate) enum Next {
 
 /// How long a client waits for its next command before its buffers are given back.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The client's next command. A client without buffers (idle) gets its read buffer only once
+/// its command arrives.
+async fn next_command(client: &mut Framed<Stream>) -> Result<Chunk, ProtocolError> {
+    if !client.holds_buffers() {
+        client.io.ready_to_read().await?;
+    }
+    client.read_chunk(MAX_CHUNK).await
+}
 
 /// Serve commands until the client quits, disconnects or is killed.
 pub(crate) async fn run(s: &mut Session) {
@@ -46,32 +56,43 @@ pub(crate) async fn run(s: &mut Session) {
             .and_then(|c| c.held_since)
             .filter(|_| !s.pinned())
             .map(|t| tokio::time::Instant::from_std(t + HOLD_FOR_NEXT));
+        // One timer for whatever comes first: the held connection's return, giving an idle
+        // client's buffers back, the idle timeout. (A timer each would register three per
+        // command.)
+        let now = tokio::time::Instant::now();
+        let release_at = s.client.holds_buffers().then(|| now + IDLE_RELEASE);
+        let idle_at = s.config.limits.idle_timeout.map(|t| last_command + t);
+        let wake = [hold_until, release_at, idle_at]
+            .into_iter()
+            .flatten()
+            .min();
         // Only the wait for the next command is interrupted; a command in flight completes.
         let read = tokio::select! {
-            r = s.client.read_chunk(MAX_CHUNK) => r,
+            r = next_command(&mut s.client) => r,
             _ = handle.killed.notified() => {
                 tracing::info!("killed by KILL CONNECTION");
                 return;
             }
             _ = shutdown.changed() => continue,
-            _ = sleep_until(s.config.limits.idle_timeout.map(|t| last_command + t)) => {
-                // As MariaDB's wait_timeout: the connection closes; the client's next command
-                // finds it gone and its library reconnects.
-                s.shared.metrics.limit(crate::metrics::Limit::IdleTimeout);
-                tracing::info!(
-                    "closing a session idle for {:?} (limits.idle_timeout)",
-                    last_command.elapsed()
-                );
-                return;
-            }
-            _ = sleep_until(hold_until) => {
-                s.release();
-                continue;
-            }
-            // An idle client gives its buffers back (read_chunk keeps partial input in rbuf,
-            // and only empty buffers are released).
-            _ = tokio::time::sleep(IDLE_RELEASE), if s.client.holds_buffers() => {
-                s.client.release_buffers();
+            _ = sleep_until(wake) => {
+                let now = tokio::time::Instant::now();
+                if idle_at.is_some_and(|t| now >= t) {
+                    // As MariaDB's wait_timeout: the connection closes; the client's next
+                    // command finds it gone and its library reconnects.
+                    s.shared.metrics.limit(crate::metrics::Limit::IdleTimeout);
+                    tracing::info!(
+                        "closing a session idle for {:?} (limits.idle_timeout)",
+                        last_command.elapsed()
+                    );
+                    return;
+                }
+                if hold_until.is_some_and(|t| now >= t) {
+                    s.release();
+                }
+                // read_chunk keeps partial input in rbuf, and only empty buffers are released.
+                if release_at.is_some_and(|t| now >= t) {
+                    s.client.release_buffers();
+                }
                 continue;
             }
         };
@@ -508,6 +529,10 @@ async fn run_kill(
         });
     }
     let target = target.and_then(|(id, h)| h.server().map(|server| (id, h, server)));
+    let target = target.and_then(|(id, h, (i, thread_id))| {
+        let address = s.shared.backends.backends.get(i)?.address.clone();
+        Some((id, h, (address, thread_id)))
+    });
     let Some((target_id, handle, (address, thread_id))) = target else {
         let err = ErrPacket::new(
             errcode::ER_NO_SUCH_THREAD,

@@ -43,7 +43,7 @@ impl From<RelayError> for ExecError {
 /// The session's server connection and where it is.
 #[derive(Debug)]
 pub struct Current {
-    pub conn: ServerConnection,
+    pub conn: Box<ServerConnection>,
     pub backend: usize,
     /// Kept only for the next statement (see HOLD_FOR_NEXT), since this instant.
     pub held_since: Option<Instant>,
@@ -263,8 +263,7 @@ impl Session {
                 }
                 self.release();
                 let conn = self.borrow(i).await?;
-                self.handle
-                    .set_server(Some((conn.address.clone(), conn.thread_id)));
+                self.handle.set_server(Some((i, conn.thread_id)));
                 self.current = Some(Current {
                     conn,
                     backend: i,
@@ -381,7 +380,7 @@ impl Session {
     }
 
     /// A pooled connection to backend `i` for this session's key (not yet in its state).
-    pub(super) async fn borrow(&mut self, i: usize) -> Result<ServerConnection, ExecError> {
+    pub(super) async fn borrow(&mut self, i: usize) -> Result<Box<ServerConnection>, ExecError> {
         let table = self.shared.backends.clone();
         let address = &table.backends[i].address;
         let settings = &self.config.pool.settings;

@@ -356,29 +356,31 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         };
         let handle = shared.registry.register(id);
         // Boxed: the login's state would otherwise stay reserved in every idle session's task.
-        match Box::pin(frontend::login(
-            shared.clone(),
-            stream,
-            peer,
-            id,
-            handle.clone(),
-        ))
-        .await
-        {
-            Ok(Some(mut session)) => {
-                tracing::Span::current().record("user", session.user.as_str());
-                tracing::debug!("logged in");
-                command::run(&mut session).await;
-                if let Some(mut script) = session.script.take() {
-                    script.disconnect_client(&session.conn_view());
+        // The session is bound once, straight from the login's result: a match over the whole
+        // session's life, or a second binding, would keep room for it twice in the task.
+        let login = Box::pin(frontend::login(shared.clone(), stream, peer, id, handle));
+        let mut session = match login.await {
+            Ok(Some(session)) => session,
+            other => {
+                match other {
+                    Err(e) if e.is_disconnect() => {
+                        tracing::debug!("client left before logging in")
+                    }
+                    Err(e) => tracing::warn!("login failed: {e}"),
+                    _ => {}
                 }
-                session.end();
-                tracing::debug!("session ended");
+                shared.registry.unregister(id);
+                return;
             }
-            Ok(None) => {}
-            Err(e) if e.is_disconnect() => tracing::debug!("client left before logging in"),
-            Err(e) => tracing::warn!("login failed: {e}"),
+        };
+        tracing::Span::current().record("user", session.user.as_str());
+        tracing::debug!("logged in");
+        command::run(&mut session).await;
+        if let Some(mut script) = session.script.take() {
+            script.disconnect_client(&session.conn_view());
         }
+        session.end();
+        tracing::debug!("session ended");
         shared.registry.unregister(id);
     }
     .instrument(span)

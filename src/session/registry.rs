@@ -9,7 +9,9 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct SessionHandle {
     /// (backend address, backend thread id) of the current server connection.
-    server: Mutex<Option<(String, u32)>>,
+    /// The backend (its index in the backend table) and thread id of the server connection the
+    /// session holds: an index, not the address, because this is set for every statement.
+    server: Mutex<Option<(usize, u32)>>,
     /// Woken by KILL CONNECTION: the session closes its client.
     pub killed: Notify,
     /// Client address, user, database: set at login, for the admin port's SHOW SESSIONS.
@@ -45,14 +47,14 @@ impl Busy {
 }
 
 impl SessionHandle {
-    pub fn set_server(&self, server: Option<(String, u32)>) {
+    pub fn set_server(&self, server: Option<(usize, u32)>) {
         if let Ok(mut s) = self.server.lock() {
             *s = server;
         }
     }
 
-    pub fn server(&self) -> Option<(String, u32)> {
-        self.server.lock().ok().and_then(|s| s.clone())
+    pub fn server(&self) -> Option<(usize, u32)> {
+        self.server.lock().ok().and_then(|s| *s)
     }
 
     pub fn set_info(&self, client: String, user: String, db: String) {
