@@ -100,22 +100,9 @@ async fn a_client_starting_with_caching_sha2_logs_in_without_a_switch() {
 /// The mariadb CLI with caching_sha2_password (its plugin from libmariadb3), as a MySQL 8
 /// client logs in.
 fn cli_sha2(addr: &str, password: &str, extra: &[&str]) -> std::process::Output {
-    let (host, port) = common::host_port(addr);
-    std::process::Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=tcp",
-            "-h",
-            &host,
-            "-P",
-            &port.to_string(),
-        ])
-        .args(["--default-auth=caching_sha2_password", "-N", "-B"])
-        .args(["-u", &app_user(), &format!("-p{password}")])
-        .args(extra)
-        .args(["-e", "SELECT CURRENT_USER()"])
-        .output()
-        .expect("run mariadb")
+    let mut args = vec!["--default-auth=caching_sha2_password", "-N", "-B"];
+    args.extend_from_slice(extra);
+    common::mariadb_cli(addr, &app_user(), password, &args, "SELECT CURRENT_USER()")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,23 +114,7 @@ async fn caching_sha2_full_authentication_over_rsa_and_tls_for_a_hash_only_user(
         .unwrap()
         .unwrap();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sha2-auth");
-    std::fs::create_dir_all(&dir).unwrap();
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-        ])
-        .current_dir(&dir)
-        .output()
-        .expect("run openssl");
-    assert!(made.status.success());
+    common::self_signed_cert(&dir);
     let file = dir.join("weiche.toml");
     std::fs::write(
         &file,

@@ -144,25 +144,7 @@ async fn bad_clients_do_not_disturb_a_working_session() {
 fn the_mariadb_cli_reads_the_error_for_an_unreachable_backend() {
     let user = format!("{}:{}", app_user(), app_password());
     let w = Weiche::start_with(&["-b", "127.0.0.1:1", "--user", &user]);
-    let (host, port) = common::host_port(&w.addr());
-    let out = std::process::Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=tcp",
-            "-h",
-            &host,
-            "-P",
-            &port.to_string(),
-        ])
-        .args([
-            "-u",
-            &app_user(),
-            &format!("-p{}", app_password()),
-            "-e",
-            "SELECT 1",
-        ])
-        .output()
-        .expect("run mariadb");
+    let out = common::mariadb_cli(&w.addr(), &app_user(), &app_password(), &[], "SELECT 1");
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

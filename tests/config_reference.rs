@@ -2,6 +2,8 @@
 //! weiche.example.toml and the other way round, the example loads, and so does the example with
 //! every commented-out key switched on (so each documented key is one the loader knows).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -72,27 +74,7 @@ fn the_reference_the_example_and_the_loader_agree() {
     // exist).
     let script = format!("{ROOT}/examples/noop.lua");
     let tls = Path::new(env!("CARGO_TARGET_TMPDIR")).join("example-tls");
-    std::fs::create_dir_all(&tls).unwrap();
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-        ])
-        .current_dir(&tls)
-        .output()
-        .expect("run openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::self_signed_cert(&tls);
     let file = |name: &str| format!("\"{}\"", tls.join(name).display());
     let all: String = example
         .lines()

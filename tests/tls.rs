@@ -56,27 +56,9 @@ fn backend_tls(mode: &str, ca: &str) -> String {
 }
 
 fn mariadb(addr: &str, ssl: &[&str], sql: &str) -> Output {
-    let (host, port) = host_port(addr);
-    Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=tcp",
-            "-h",
-            &host,
-            "-P",
-            &port.to_string(),
-        ])
-        .args([
-            "-u",
-            &app_user(),
-            &format!("-p{}", app_password()),
-            "-N",
-            "-B",
-        ])
-        .args(ssl)
-        .args(["-e", sql])
-        .output()
-        .expect("run mariadb")
+    let mut args = vec!["-N", "-B"];
+    args.extend_from_slice(ssl);
+    common::mariadb_cli(addr, &app_user(), &app_password(), &args, sql)
 }
 
 fn text(o: &Output) -> String {

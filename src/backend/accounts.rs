@@ -4,7 +4,7 @@
 //! every `users_refresh` seconds and, at most every two seconds, when a login names an account
 //! Weiche does not know. The hashes never leave this module but as a `User`.
 
-use super::connection::{LoginParams, Secret, ServerConnection};
+use super::connection::{LoginParams, ServerConnection};
 use super::query::Answer;
 use crate::config::{BackendTls, Credentials, User};
 use crate::protocol::auth;
@@ -47,18 +47,6 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// How many accounts are known.
-    pub fn len(&self) -> usize {
-        self.list
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The account `name` as seen from `client`: the most specific host that matches.
     pub fn find(&self, name: &[u8], client: IpAddr) -> Option<User> {
         let list = self
@@ -119,20 +107,7 @@ impl Accounts {
 }
 
 async fn fetch(primary: &str, source: &Source) -> Result<Vec<Account>, String> {
-    let params = LoginParams {
-        user: source.account.user.clone(),
-        secret: if source.account.password.is_empty() {
-            Secret::Empty
-        } else {
-            Secret::Plain(source.account.password.as_bytes().to_vec())
-        },
-        client_capabilities: 0,
-        charset: 33,
-        database: None,
-        connect_attrs: None,
-        timeout: source.timeout,
-        tls: source.tls.clone(),
-    };
+    let params = LoginParams::for_account(&source.account, source.timeout, source.tls.clone());
     let mut conn = ServerConnection::connect(primary, &params)
         .await
         .map_err(|e| e.to_string())?;

@@ -59,6 +59,30 @@ pub struct LoginParams {
     pub tls: Option<BackendTls>,
 }
 
+impl LoginParams {
+    /// Weiche's own account (the monitor's): no client behind it, no database.
+    pub fn for_account(
+        account: &crate::config::Credentials,
+        timeout: Duration,
+        tls: Option<BackendTls>,
+    ) -> LoginParams {
+        LoginParams {
+            user: account.user.clone(),
+            secret: if account.password.is_empty() {
+                Secret::Empty
+            } else {
+                Secret::Plain(account.password.as_bytes().to_vec())
+            },
+            client_capabilities: 0,
+            charset: 33,
+            database: None,
+            connect_attrs: None,
+            timeout,
+            tls,
+        }
+    }
+}
+
 /// Why a server connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

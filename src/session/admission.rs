@@ -58,11 +58,6 @@ impl Drop for UserSlot {
 }
 
 impl Admission {
-    /// Client connections open now.
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
-
     /// A place for one more client connection, unless `max` are open.
     pub fn connect(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
         let mut n = self.connections.load(Ordering::Acquire);

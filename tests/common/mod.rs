@@ -371,3 +371,53 @@ pub fn parse_log_time(s: &str) -> Option<std::time::SystemTime> {
     let secs = days * 86_400 + h * 3600 + min * 60;
     Some(std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(sec))
 }
+
+/// The mariadb CLI over TCP to `addr` as `user`, without option files: `args`, then `-e sql`.
+pub fn mariadb_cli(
+    addr: &str,
+    user: &str,
+    password: &str,
+    args: &[&str],
+    sql: &str,
+) -> std::process::Output {
+    let (host, port) = host_port(addr);
+    Command::new("mariadb")
+        .args(["--no-defaults", "--protocol=tcp", "-h", &host])
+        .args([
+            "-P",
+            &port.to_string(),
+            "-u",
+            user,
+            &format!("-p{password}"),
+        ])
+        .args(args)
+        .args(["-e", sql])
+        .output()
+        .expect("run mariadb (scripts/test installs it)")
+}
+
+/// A self-signed certificate for 127.0.0.1 with its key (`cert.pem`, `key.pem`), made in `dir`
+/// with openssl.
+pub fn self_signed_cert(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("certificate directory");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}

@@ -2,7 +2,7 @@
 //! (read_only, whether and how it replicates, its GTID position), in one round trip; without
 //! one, only that it accepts a connection and greets.
 
-use crate::backend::connection::{LoginParams, Secret, ServerConnection};
+use crate::backend::connection::{LoginParams, ServerConnection};
 use crate::backend::gtid::GtidPos;
 use crate::backend::query::{Answer, Rows};
 use crate::config::{BackendTls, Credentials};
@@ -120,20 +120,7 @@ impl Prober {
             return greet(&self.address).await.map(|_| Probe::default());
         };
         if self.conn.is_none() {
-            let params = LoginParams {
-                user: account.user.clone(),
-                secret: if account.password.is_empty() {
-                    Secret::Empty
-                } else {
-                    Secret::Plain(account.password.as_bytes().to_vec())
-                },
-                client_capabilities: 0,
-                charset: 33,
-                database: None,
-                connect_attrs: None,
-                timeout: self.timeout,
-                tls: self.tls.clone(),
-            };
+            let params = LoginParams::for_account(account, self.timeout, self.tls.clone());
             let c = ServerConnection::connect(&self.address, &params)
                 .await
                 .map_err(|e| e.to_string())?;
