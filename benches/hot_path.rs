@@ -6,11 +6,12 @@ use bytes::BytesMut;
 use clap::Parser;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::collections::BTreeMap;
+use weiche::backend::BackendTable;
 use weiche::cache::{decide, Asker, KeyInput, Verdict};
 use weiche::config::{Cli, Consistency, LoadedConfig};
 use weiche::protocol::packet::{decode_chunk, encode_packet};
 use weiche::protocol::{Expect, Walker};
-use weiche::route::{self, BackendTable, Context};
+use weiche::route::{self, Context};
 use weiche::sql::analyze;
 
 const POINT: &[u8] = b"SELECT c FROM sbtest1 WHERE id=50123";

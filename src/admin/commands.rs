@@ -1,9 +1,9 @@
 //! The admin port's commands and their answers (text result sets, OK or ERR payloads).
 
+use crate::backend::{State, Writer};
 use crate::protocol::constants::{errcode, status};
 use crate::protocol::resultset::string_result;
 use crate::protocol::{err_payload, ok_payload, ErrPacket};
-use crate::route::{State, Writer};
 use crate::session::Shared;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;

@@ -4,7 +4,7 @@
 
 use super::exposition::escape;
 use super::status_page::json_string;
-use crate::route::{State, Writer};
+use crate::backend::{State, Writer};
 use crate::session::Shared;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

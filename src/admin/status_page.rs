@@ -2,7 +2,7 @@
 //! polls `/status.json` every second and draws the backends, queries per second per backend,
 //! the cache's hit ratio and the top digests.
 
-use crate::route::Writer;
+use crate::backend::Writer;
 use crate::session::Shared;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;

@@ -2,7 +2,6 @@
 //! user, answering mysql_native_password (from the password or the SHA1(password) recovered from
 //! the client's login) or MariaDB's client_ed25519 (password needed).
 
-use super::pool::{PoolKey, Slot};
 use super::prepared::PreparedCache;
 use super::query::{Answer, QueryError};
 use super::state::{ConnState, SessionState};
@@ -141,13 +140,8 @@ pub struct ServerConnection {
     pub state: ConnState,
     /// Statements prepared on this connection, shared by the sessions that borrow it.
     pub prepared: PreparedCache,
-    /// Which pool it belongs to, and its place there (none for one-off connections).
-    pub key: PoolKey,
-    pub slot: Option<Slot>,
     /// An error left it in an unknown state: close it instead of pooling it.
     pub broken: bool,
-    /// The backend's down-count when it was opened: one from before a failure is not reused.
-    pub epoch: u64,
 }
 
 impl ServerConnection {
@@ -304,14 +298,7 @@ impl ServerConnection {
                             ..Default::default()
                         },
                         prepared: PreparedCache::default(),
-                        key: PoolKey {
-                            user: params.user.clone(),
-                            charset: params.charset,
-                            capabilities: params.client_capabilities & cap::RESPONSE_SHAPING,
-                        },
-                        slot: None,
                         broken: false,
-                        epoch: 0,
                     });
                 }
                 Some(0xff) => {

@@ -6,12 +6,16 @@
 pub mod accounts;
 pub mod connection;
 pub mod gtid;
+pub mod health;
 pub mod monitor;
 pub mod pool;
 pub mod prepared;
 pub mod query;
 pub mod state;
+pub mod table;
 
 pub use connection::{BackendError, LoginParams, Secret, ServerConnection};
+pub use health::{NoWriter, Report, State, Writer};
 pub use pool::{PoolError, PoolKey, PoolSettings};
 pub use state::{ConnState, SessionState};
+pub use table::{BackendTable, Pick};

@@ -67,8 +67,33 @@ impl PoolError {
     }
 }
 
+/// A server connection lent out by a pool, with the pool's bookkeeping beside it: which
+/// connections it can stand in for, its place in the worker's count, and the backend's
+/// down-count when it was opened (one from before a failure is not reused). Sessions use it as
+/// the connection it wraps.
+#[derive(Debug)]
+pub struct Pooled {
+    conn: ServerConnection,
+    key: PoolKey,
+    _slot: Slot,
+    epoch: u64,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = ServerConnection;
+    fn deref(&self) -> &ServerConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut ServerConnection {
+        &mut self.conn
+    }
+}
+
 struct Idle {
-    conn: Box<ServerConnection>,
+    conn: Box<Pooled>,
     since: Instant,
 }
 
@@ -207,8 +232,8 @@ impl Drop for Slot {
 }
 
 enum Plan {
-    Take(Box<ServerConnection>),
-    Open(Slot, Option<Box<ServerConnection>>),
+    Take(Box<Pooled>),
+    Open(Slot, Option<Box<Pooled>>),
     Wait(Arc<Notify>),
 }
 
@@ -222,7 +247,7 @@ pub async fn acquire(
     params: impl FnOnce() -> LoginParams,
     settings: &PoolSettings,
     epoch: u64,
-) -> Result<Box<ServerConnection>, PoolError> {
+) -> Result<Box<Pooled>, PoolError> {
     let mut params = Some(params);
     let deadline = tokio::time::Instant::now() + settings.wait_timeout;
     loop {
@@ -246,10 +271,12 @@ pub async fn acquire(
                 };
                 // Boxed once: a session's idle slot stays small, and lending it out and taking
                 // it back move a pointer instead of the connection.
-                let mut conn = Box::new(ServerConnection::connect(address, &params).await?);
-                conn.key = key.clone();
-                conn.slot = Some(slot);
-                conn.epoch = epoch;
+                let mut conn = Box::new(Pooled {
+                    conn: ServerConnection::connect(address, &params).await?,
+                    key: key.clone(),
+                    _slot: slot,
+                    epoch,
+                });
                 conn.setup().await?;
                 return Ok(conn);
             }
@@ -281,8 +308,8 @@ fn plan(
     epoch: u64,
     address: &str,
     limit: usize,
-) -> (Plan, usize, Vec<Box<ServerConnection>>) {
-    let mut expired: Vec<Box<ServerConnection>> = prune(b, settings).into_iter().collect();
+) -> (Plan, usize, Vec<Box<Pooled>>) {
+    let mut expired: Vec<Box<Pooled>> = prune(b, settings).into_iter().collect();
     if b.idle.iter().any(|i| i.conn.epoch != epoch) {
         let (keep, stale): (Vec<Idle>, Vec<Idle>) =
             b.idle.drain(..).partition(|i| i.conn.epoch == epoch);
@@ -313,7 +340,7 @@ fn plan(
 
 /// Close idle connections past their idle timeout, keeping `min_idle`. Returned so that they are
 /// dropped outside the pool's borrow.
-fn prune(b: &mut BackendPool, settings: &PoolSettings) -> Option<Box<ServerConnection>> {
+fn prune(b: &mut BackendPool, settings: &PoolSettings) -> Option<Box<Pooled>> {
     if b.idle.len() <= settings.min_idle {
         return None;
     }
@@ -327,8 +354,8 @@ fn prune(b: &mut BackendPool, settings: &PoolSettings) -> Option<Box<ServerConne
 
 /// Give a connection back. One that is in a transaction or holds another session's untracked
 /// state is reset first (in the background); one that failed is closed.
-pub fn release(mut conn: Box<ServerConnection>) {
-    if conn.broken || conn.slot.is_none() {
+pub fn release(mut conn: Box<Pooled>) {
+    if conn.broken {
         return;
     }
     if conn.state.in_transaction() || conn.state.untracked.is_some() {
@@ -342,7 +369,7 @@ pub fn release(mut conn: Box<ServerConnection>) {
     put_idle(conn);
 }
 
-fn put_idle(conn: Box<ServerConnection>) {
+fn put_idle(conn: Box<Pooled>) {
     let address = conn.address.clone();
     WORKER.with(|w| {
         let mut w = w.borrow_mut();

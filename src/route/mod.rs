@@ -2,13 +2,8 @@
 //! (the statement's class, its pins, when it last wrote); rules from the config, hints in the
 //! SQL and load balancing across replicas decide the rest.
 
-mod balance;
-mod health;
-
-pub use balance::{BackendTable, Pick};
-pub use health::{Report, State, Writer};
-
 use crate::backend::gtid::GtidPos;
+use crate::backend::{BackendTable, NoWriter, Pick};
 use crate::config::{Config, RuleTarget};
 use crate::sql::{Class, Consistency, Target};
 use std::borrow::Cow;
@@ -68,10 +63,8 @@ pub struct Context<'a> {
 /// Why no backend can take the statement.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("no primary ({0}); writes are refused until one is available")]
-    NoPrimary(String),
-    #[error("two primaries: {0}; refusing writes")]
-    TwoPrimaries(String),
+    #[error(transparent)]
+    NoWriter(#[from] NoWriter),
     #[error("no replica can serve reads now (routing.no_replica = \"error\")")]
     NoReplica,
 }
@@ -84,7 +77,7 @@ pub fn decide(
     text: &[u8],
     ctx: &Context<'_>,
 ) -> Result<Route, RouteError> {
-    let primary = |reason: Cow<'static, str>| table.primary().map(|i| Route::to(i, reason));
+    let primary = |reason: Cow<'static, str>| Ok(table.primary().map(|i| Route::to(i, reason))?);
     let hinted = class.reason.starts_with("hint");
     if !hinted {
         if let Some(rule) = matching_rule(config, text, ctx) {
@@ -133,7 +126,8 @@ fn replica(
         }),
         None if config.routing.fallback_to_primary => table
             .primary()
-            .map(|i| Route::to(i, fallback_reason(reason))),
+            .map(|i| Route::to(i, fallback_reason(reason)))
+            .map_err(RouteError::from),
         None => Err(RouteError::NoReplica),
     }
 }

@@ -3,8 +3,8 @@
 //! `connected_clients`, `uuid`, `pool`, and Weiche's `role` and `lag`. A script may set `state`
 //! (DOWN takes the backend out like an operator's OFFLINE; UP puts it back) and `uuid`.
 
+use crate::backend::{BackendTable, State};
 use crate::config::Role;
-use crate::route::{BackendTable, State};
 use mlua::{Lua, MetaMethod, UserData, UserDataMethods, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -20,8 +20,8 @@ pub use constants::{PROXY_IGNORE_RESULT, PROXY_SEND_QUERY, PROXY_SEND_RESULT};
 pub use engine::ScriptError;
 pub use inject::{Injection, Outcome};
 
+use crate::backend::BackendTable;
 use crate::config::Scripting;
-use crate::route::BackendTable;
 use bytes::BytesMut;
 use mlua::{Lua, Table, Value};
 use std::borrow::Cow;

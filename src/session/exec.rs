@@ -9,12 +9,12 @@ use crate::backend::gtid::GtidPos;
 use crate::backend::pool::{self, PoolKey};
 use crate::backend::query::Answer;
 use crate::backend::state::plan;
-use crate::backend::ServerConnection;
+use crate::backend::State;
 use crate::config::Role;
 use crate::metrics::RouteLabel;
 use crate::protocol::constants::{cap, com, errcode, status};
 use crate::protocol::{Chunk, ErrPacket, Expect, Walker};
-use crate::route::{self, Context, Destination, Route, State, Wait};
+use crate::route::{self, Context, Destination, Route, Wait};
 use crate::sql::{Analysis, Consistency, Effects, Target};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ impl From<RelayError> for ExecError {
 /// The session's server connection and where it is.
 #[derive(Debug)]
 pub struct Current {
-    pub conn: Box<ServerConnection>,
+    pub conn: Box<crate::backend::pool::Pooled>,
     pub backend: usize,
     /// Kept only for the next statement (see HOLD_FOR_NEXT), since this instant.
     pub held_since: Option<Instant>,
@@ -380,7 +380,7 @@ impl Session {
     }
 
     /// A pooled connection to backend `i` for this session's key (not yet in its state).
-    pub(super) async fn borrow(&mut self, i: usize) -> Result<Box<ServerConnection>, ExecError> {
+    pub(super) async fn borrow(&mut self, i: usize) -> Result<Box<pool::Pooled>, ExecError> {
         let table = self.shared.backends.clone();
         let address = &table.backends[i].address;
         let settings = &self.config.pool.settings;

@@ -8,7 +8,6 @@ use super::Session;
 use crate::backend::ServerConnection;
 use crate::protocol::constants::errcode;
 use crate::protocol::ErrPacket;
-use crate::route;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -137,7 +136,7 @@ fn tick() -> Arc<Notify> {
 /// backend down (or it went down and came back: the connection is from before), or the query
 /// timeout passed. Checked on the worker's tick, so a timeout fires up to one tick late.
 pub(super) async fn watchdog(
-    table: &route::BackendTable,
+    table: &crate::backend::BackendTable,
     i: usize,
     epoch: u64,
     timeout: Option<Duration>,
@@ -146,7 +145,7 @@ pub(super) async fn watchdog(
     let tick = tick();
     loop {
         tick.notified().await;
-        if table.epoch(i) != epoch || table.state(i) == route::State::Down {
+        if table.epoch(i) != epoch || table.state(i) == crate::backend::State::Down {
             return RelayError::Abandoned(format!(
                 "backend {} went down",
                 table.backends[i].address

@@ -24,12 +24,12 @@ pub use frontend::{access_denied, read_login, switch_to_native, Login};
 pub use registry::{Registry, SessionHandle};
 pub use reload::Reloaded;
 
+use crate::backend::BackendTable;
 use crate::backend::{LoginParams, Secret, ServerConnection, SessionState};
 use crate::config::{Config, User};
 use crate::protocol::constants::cap;
 use crate::protocol::handshake::Greeting;
 use crate::protocol::{ErrPacket, Framed, ProtocolError};
-use crate::route::BackendTable;
 use crate::tls::Stream;
 use exec::Current;
 use pins::Pins;

@@ -4,8 +4,8 @@
 
 use super::probe::{Io, Probe};
 use crate::backend::gtid::GtidPos;
+use crate::backend::{State, Writer};
 use crate::config::Role;
-use crate::route::{State, Writer};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

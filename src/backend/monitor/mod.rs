@@ -10,8 +10,8 @@ mod probe;
 pub use judge::{judge, History, Judged, Observation};
 pub use probe::{Io, Probe, Prober, Replication};
 
+use crate::backend::{BackendTable, State, Writer};
 use crate::config::Config;
-use crate::route::{BackendTable, State, Writer};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 //! to the usable replica with the fewest outstanding requests per weight; among equals, smooth
 //! weighted round robin spreads them by weight.
 
+use super::gtid::GtidPos;
 use super::health::{Live, State, Writer, WriterSlot};
-use crate::backend::gtid::GtidPos;
 use crate::config::{Config, Role};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -2,9 +2,8 @@
 //! (atomics, read on every statement), which backend takes writes, and a report for people
 //! (lag, GTID position, last check) that the admin interface and Lua show.
 
-use super::balance::BackendTable;
-use super::RouteError;
-use crate::backend::gtid::GtidPos;
+use super::gtid::GtidPos;
+use super::table::BackendTable;
 use crate::config::Role;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -87,6 +86,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     }
+}
+
+/// Why no backend takes writes now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoWriter {
+    #[error("no primary ({0}); writes are refused until one is available")]
+    Nobody(String),
+    #[error("two primaries: {0}; refusing writes")]
+    Several(String),
 }
 
 /// Which backend takes writes.
@@ -192,15 +200,15 @@ impl BackendTable {
     }
 
     /// The backend that takes writes now.
-    pub fn primary(&self) -> Result<usize, RouteError> {
+    pub fn primary(&self) -> Result<usize, NoWriter> {
         match self.writer.index.load(Ordering::Acquire) {
             NOBODY | SEVERAL => Err(match &*lock(&self.writer.detail) {
-                Writer::Several(a) => RouteError::TwoPrimaries(a.join(" and ")),
-                Writer::Nobody(why) => RouteError::NoPrimary(self.explain_down(why)),
-                Writer::One(_) => RouteError::NoPrimary("changing".into()),
+                Writer::Several(a) => NoWriter::Several(a.join(" and ")),
+                Writer::Nobody(why) => NoWriter::Nobody(self.explain_down(why)),
+                Writer::One(_) => NoWriter::Nobody("changing".into()),
             }),
             // A writer the monitor took down: refused at once, not after a connect timeout.
-            i if self.state(i) == State::Down => Err(RouteError::NoPrimary(
+            i if self.state(i) == State::Down => Err(NoWriter::Nobody(
                 self.explain_down(&format!("{} is down", self.backends[i].address)),
             )),
             i => Ok(i),
