@@ -4,10 +4,10 @@
 //! handled here; prepared statements in `prepared`.
 
 use super::cached::Step;
-use super::exec::{ExecError, HOLD_FOR_NEXT};
-use super::failure::Failed;
 use super::frontend::{access_denied, check_password, switch_to_native};
+use super::outcome::{kind_of, relay_packet, CommandError, Kind, Next, Retry, HOLD_FOR_NEXT};
 use super::relay::{forward_command, relay_response, RelayError, Rewrite};
+use super::reply_err;
 use super::{Session, FIRST_CONNECTION_ID};
 use crate::backend::{ServerConnection, SessionState};
 use crate::metrics::ErrorKind;
@@ -20,12 +20,6 @@ use crate::route::{Destination, Route, Wait};
 use crate::sql::{analyze, kill, Analysis, Consistency, Target};
 use crate::tls::Stream;
 use bytes::{BufMut, Bytes, BytesMut};
-
-/// What the loop does after a command.
-pub(crate) enum Next {
-    Continue,
-    Close,
-}
 
 /// How long a client waits for its next command before its buffers are given back.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -121,6 +115,7 @@ pub(crate) async fn run(s: &mut Session) {
         let payload = cmd.payload.clone();
         let started = std::time::Instant::now();
         s.outcome = Default::default();
+        s.answered = false;
         // Boxed: an idle session's task keeps only the loop's state, not room for the largest
         // command's (halves the memory of an idle session; one allocation per command).
         let next = Box::pin(dispatch(s, cmd)).await;
@@ -141,36 +136,17 @@ pub(crate) async fn run(s: &mut Session) {
             ) => {
                 s.shared.metrics.error(kind_of(&e));
                 tracing::warn!("lost the server connection: {e}");
-                let err = ErrPacket::new(
-                    errcode::ER_BACKEND_LOST,
-                    "08S01",
-                    format!("Weiche: lost the connection to the backend ({e})"),
-                );
-                let _ = s.send_err(1, &err).await;
+                let _ = s.send_err(1, &relay_packet(&e)).await;
                 return;
             }
             Err(e @ RelayError::CommandTooLarge { .. }) => {
                 s.shared.metrics.error(ErrorKind::Client);
                 s.shared.metrics.limit(crate::metrics::Limit::PacketSize);
                 tracing::warn!("{e}; closing");
-                let err = ErrPacket::new(
-                    errcode::ER_NET_PACKET_TOO_LARGE,
-                    "08S01",
-                    "Got a packet bigger than 'max_allowed_packet' bytes",
-                );
-                let _ = s.send_err(1, &err).await;
+                let _ = s.send_err(1, &relay_packet(&e)).await;
                 return;
             }
         }
-    }
-}
-
-/// How a relay failure counts in `weiche_errors_total`.
-pub(crate) fn kind_of(e: &RelayError) -> ErrorKind {
-    match e {
-        RelayError::Timeout(_) => ErrorKind::Timeout,
-        RelayError::Client(_) | RelayError::CommandTooLarge { .. } => ErrorKind::Client,
-        RelayError::Server(_) | RelayError::Abandoned(_) => ErrorKind::Backend,
     }
 }
 
@@ -333,8 +309,8 @@ async fn relay_routed(
         let route = match route {
             Ok(r) => r,
             Err(e) => {
-                s.shared.metrics.error(ErrorKind::Routing);
-                reply_err(s, cmd.seq, e).await?;
+                s.shared.metrics.error(e.error_kind());
+                s.refuse(cmd.seq, e).await?;
                 return Ok((Next::Continue, false));
             }
         };
@@ -345,17 +321,20 @@ async fn relay_routed(
         };
         match s.connect_for(&route, insert_id).await {
             Ok(()) => {}
-            Err(ExecError::Refused(e)) => {
+            Err(CommandError {
+                kind: Kind::Relay(e),
+                ..
+            }) => return Err(e),
+            Err(e) => {
                 if let Some(b) = target.filter(|_| retryable && avoid.is_none()) {
-                    if s.retry_elsewhere(b, Failed::Refused(&e)) {
+                    if s.retry_elsewhere(b, e.retry) {
                         avoid = Some(b);
                         continue;
                     }
                 }
-                reply_err(s, cmd.seq, e).await?;
+                s.refuse(cmd.seq, e).await?;
                 return Ok((Next::Continue, false));
             }
-            Err(ExecError::Relay(e)) => return Err(e),
         }
         let was_pinned = s.pinned();
         let backend = s.current.as_ref().map(|c| c.backend);
@@ -368,7 +347,7 @@ async fn relay_routed(
             Err(e) if e.is_server_side() => {
                 s.drop_current();
                 if let Some(b) = backend.filter(|_| retryable && avoid.is_none()) {
-                    if s.retry_elsewhere(b, Failed::Relay(&e)) {
+                    if s.retry_elsewhere(b, Retry::of(&e)) {
                         avoid = Some(b);
                         continue;
                     }
@@ -445,7 +424,7 @@ async fn explain_route(s: &mut Session, seq: u8, sql: &[u8]) -> Result<Next, Rel
                 reason,
             )
         }
-        Err(e) => ("none".to_string(), e.message),
+        Err(e) => ("none".to_string(), e.to_err_packet().message),
     };
     let cache = s.cache_explain(sql).await;
     let row = vec![
@@ -486,16 +465,6 @@ fn reset_connection(s: &mut Session) {
         crate::backend::pool::release(cur.conn);
     }
     s.pins.session_mode = session_mode;
-}
-
-pub(crate) async fn reply_err(
-    s: &mut Session,
-    cmd_seq: u8,
-    err: ErrPacket,
-) -> Result<(), RelayError> {
-    s.send_err(cmd_seq.wrapping_add(1), &err)
-        .await
-        .map_err(RelayError::Client)
 }
 
 /// KILL of a Weiche connection id: find the server thread behind it and kill that one, with

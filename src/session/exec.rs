@@ -3,6 +3,7 @@
 //! response, learn what changed (state, transaction, pins), and give the connection back when
 //! nothing holds the session to it.
 
+use super::outcome::{CommandError, DOWN_FOR};
 use super::relay::{forward_command, relay_response, RelayError, Rewrite};
 use super::Session;
 use crate::backend::gtid::GtidPos;
@@ -12,33 +13,11 @@ use crate::backend::state::plan;
 use crate::backend::State;
 use crate::config::Role;
 use crate::metrics::RouteLabel;
-use crate::protocol::constants::{cap, com, errcode, status};
-use crate::protocol::{Chunk, ErrPacket, Expect, Walker};
+use crate::protocol::constants::{cap, com, status};
+use crate::protocol::{Chunk, Expect, Walker};
 use crate::route::{self, Context, Destination, Route, Wait};
 use crate::sql::{Analysis, Consistency, Effects, Target};
-use std::time::{Duration, Instant};
-
-/// How long a connection stays with a session after a statement whose results the next one may
-/// ask for (ROW_COUNT(), FOUND_ROWS(), SHOW WARNINGS), when nothing else holds it.
-pub const HOLD_FOR_NEXT: Duration = Duration::from_millis(500);
-
-/// A backend that refused a connection is skipped for this long.
-pub const DOWN_FOR: Duration = Duration::from_secs(2);
-
-/// Why a command did not run.
-#[derive(Debug)]
-pub enum ExecError {
-    /// Tell the client; the session goes on.
-    Refused(ErrPacket),
-    /// The relay failed.
-    Relay(RelayError),
-}
-
-impl From<RelayError> for ExecError {
-    fn from(e: RelayError) -> Self {
-        ExecError::Relay(e)
-    }
-}
+use std::time::Instant;
 
 /// The session's server connection and where it is.
 #[derive(Debug)]
@@ -88,7 +67,7 @@ impl Session {
     }
 
     /// Where a statement with this analysis goes now.
-    pub fn route(&self, analysis: &Analysis, text: &[u8]) -> Result<Route, ErrPacket> {
+    pub fn route(&self, analysis: &Analysis, text: &[u8]) -> Result<Route, CommandError> {
         self.route_avoiding(analysis, text, None)
     }
 
@@ -98,7 +77,7 @@ impl Session {
         analysis: &Analysis,
         text: &[u8],
         avoid: Option<usize>,
-    ) -> Result<Route, ErrPacket> {
+    ) -> Result<Route, CommandError> {
         if self.current.is_some() && self.pinned() {
             if let (Some(want), Some(cur)) = (self.script_backend, &self.current) {
                 if want != cur.backend {
@@ -162,21 +141,18 @@ impl Session {
                 reason: "START TRANSACTION READ ONLY runs on one replica",
             };
         }
-        let route = route::decide(&self.config, &self.shared.backends, &class, text, &ctx)
-            .map_err(|e| {
-                ErrPacket::new(
-                    errcode::ER_BACKEND_UNREACHABLE,
-                    "HY000",
-                    format!("Weiche: {e}"),
-                )
-            })?;
-        Ok(route)
+        route::decide(&self.config, &self.shared.backends, &class, text, &ctx)
+            .map_err(CommandError::route)
     }
 
     /// Make `current` a connection to the route's backend in the session's state. A read that
     /// must see a GTID position waits for it on the replica, within `routing.consistency_wait`;
     /// when the replica is not there by then, the primary serves the read.
-    pub async fn connect_for(&mut self, route: &Route, insert_id: bool) -> Result<(), ExecError> {
+    pub async fn connect_for(
+        &mut self,
+        route: &Route,
+        insert_id: bool,
+    ) -> Result<(), CommandError> {
         let position = match &route.wait {
             None => None,
             Some(Wait::For(p)) => Some(p.clone()),
@@ -204,7 +180,7 @@ impl Session {
         route: &Route,
         insert_id: bool,
         need: Option<&GtidPos>,
-    ) -> Result<(), ExecError> {
+    ) -> Result<(), CommandError> {
         let table = self.shared.backends.clone();
         let target = match table.primary() {
             Ok(p) => p,
@@ -227,13 +203,7 @@ impl Session {
                         );
                         i
                     }
-                    _ => {
-                        return Err(ExecError::Refused(ErrPacket::new(
-                            errcode::ER_BACKEND_UNREACHABLE,
-                            "HY000",
-                            format!("Weiche: {e}"),
-                        )))
-                    }
+                    _ => return Err(CommandError::no_consistent_server(e.into())),
                 },
             },
         };
@@ -250,16 +220,12 @@ impl Session {
         destination: Destination,
         insert_id: bool,
         position: Option<&GtidPos>,
-    ) -> Result<bool, ExecError> {
+    ) -> Result<bool, CommandError> {
         if let Destination::Backend(i) = destination {
             if self.current.as_ref().is_none_or(|c| c.backend != i) {
                 if self.pinned() {
                     // Cannot happen: a pinned session routes to Current.
-                    return Err(ExecError::Refused(ErrPacket::new(
-                        errcode::ER_UNKNOWN_ERROR,
-                        "HY000",
-                        "Weiche: pinned session routed elsewhere",
-                    )));
+                    return Err(CommandError::internal("pinned session routed elsewhere"));
                 }
                 self.release();
                 let conn = self.borrow(i).await?;
@@ -272,11 +238,7 @@ impl Session {
             }
         }
         let Some(cur) = self.current.as_mut() else {
-            return Err(ExecError::Refused(ErrPacket::new(
-                errcode::ER_BACKEND_UNREACHABLE,
-                "HY000",
-                "Weiche: no server connection",
-            )));
+            return Err(CommandError::unreachable("no server connection"));
         };
         cur.held_since = None;
         let p = plan(&self.state, self.id, &cur.conn.state, insert_id);
@@ -347,18 +309,15 @@ impl Session {
         if failure.is_some() || refusal.is_some() {
             let address = conn.address.clone();
             self.drop_current();
-            let err = refusal.unwrap_or_else(|| {
-                ErrPacket::new(
-                    errcode::ER_BACKEND_LOST,
-                    "08S01",
-                    format!(
-                        "Weiche: lost the connection to {address} while bringing it to the session's state: {}",
-                        failure.unwrap_or_default()
-                    ),
-                )
-            });
-            tracing::warn!(backend = %address, "cannot bring a server connection to the session's state: {}", err.message);
-            return Err(ExecError::Refused(err));
+            let err = match refusal {
+                Some(e) => CommandError::server(e),
+                None => CommandError::lost(format!(
+                    "lost the connection to {address} while bringing it to the session's state: {}",
+                    failure.unwrap_or_default()
+                )),
+            };
+            tracing::warn!(backend = %address, "cannot bring a server connection to the session's state: {}", err.to_err_packet().message);
+            return Err(err);
         }
         conn.state.session = self.state.clone();
         if p.reset {
@@ -380,7 +339,7 @@ impl Session {
     }
 
     /// A pooled connection to backend `i` for this session's key (not yet in its state).
-    pub(super) async fn borrow(&mut self, i: usize) -> Result<Box<pool::Pooled>, ExecError> {
+    pub(super) async fn borrow(&mut self, i: usize) -> Result<Box<pool::Pooled>, CommandError> {
         let table = self.shared.backends.clone();
         let address = &table.backends[i].address;
         let settings = &self.config.pool.settings;
@@ -391,13 +350,9 @@ impl Session {
         let acquired = tokio::select! {
             biased;
             r = pool::acquire(address, &key, || self.backend_params(), settings, epoch) => r,
-            e = super::failure::watchdog(&table, i, epoch, None) => {
+            e = super::watchdog::watchdog(&table, i, epoch, None) => {
                 tracing::warn!("gave up connecting: {e}");
-                return Err(ExecError::Refused(ErrPacket::new(
-                    errcode::ER_BACKEND_UNREACHABLE,
-                    "HY000",
-                    format!("Weiche: {e} while connecting"),
-                )));
+                return Err(CommandError::unreachable(format!("{e} while connecting")));
             }
         };
         match acquired {
@@ -410,7 +365,7 @@ impl Session {
                     table.mark_down(i, DOWN_FOR);
                 }
                 tracing::warn!("{e}");
-                Err(ExecError::Refused(e.to_client_error()))
+                Err(e.into())
             }
         }
     }
@@ -488,7 +443,7 @@ impl Session {
             tokio::select! {
                 biased;
                 r = relay => r,
-                e = super::failure::watchdog(table, backend, epoch, timeout) => Err(e),
+                e = super::watchdog::watchdog(table, backend, epoch, timeout) => Err(e),
             }
         };
         self.outcome = super::Outcome {

@@ -3,7 +3,7 @@
 //! start with another plugin), then opens the session's server connection as that user.
 
 use super::admission::ConnectionSlot;
-use super::exec::ExecError;
+use super::outcome::{CommandError, Kind};
 use super::{Session, SessionHandle, Shared};
 use crate::backend::{Secret, SessionState};
 use crate::config::{Config, PoolMode, User};
@@ -558,13 +558,7 @@ impl Session {
             Ok(i) => i,
             Err(e) => match table.pick_replica(None, None) {
                 Some(p) if !self.pins.session_mode => p.index,
-                _ => {
-                    return Err(ErrPacket::new(
-                        errcode::ER_BACKEND_UNREACHABLE,
-                        "HY000",
-                        format!("Weiche: {e}"),
-                    ))
-                }
+                _ => return Err(CommandError::route(e.into()).to_err_packet()),
             },
         };
         let route = Route {
@@ -580,12 +574,12 @@ impl Session {
                 self.release();
                 Ok(())
             }
-            Err(ExecError::Refused(e)) => Err(e),
-            Err(ExecError::Relay(e)) => Err(ErrPacket::new(
-                errcode::ER_BACKEND_UNREACHABLE,
-                "HY000",
-                format!("Weiche: {e}"),
-            )),
+            // The login answers with the packet: a relay failure here is a backend out of reach.
+            Err(CommandError {
+                kind: Kind::Relay(e),
+                ..
+            }) => Err(CommandError::unreachable(e.to_string()).to_err_packet()),
+            Err(e) => Err(e.to_err_packet()),
         }
     }
 }

@@ -4,8 +4,7 @@
 //! decides: forward, drop, or replace. At most one result reaches the client per command; if
 //! none does, the client gets an OK, so it never waits for an answer that will not come.
 
-use super::command::{reply_err, Next};
-use super::exec::ExecError;
+use super::outcome::{CommandError, Kind, Next};
 use super::relay::{RelayError, Rewrite};
 use super::Session;
 use crate::protocol::constants::{com, MAX_CHUNK};
@@ -42,7 +41,7 @@ pub(crate) async fn run(
             Ok(r) => r,
             Err(e) => {
                 if !answered {
-                    reply_err(s, seq, e).await?;
+                    s.refuse(seq, e).await?;
                     answered = true;
                 }
                 continue;
@@ -53,14 +52,17 @@ pub(crate) async fn run(
             .await
         {
             Ok(()) => {}
-            Err(ExecError::Refused(e)) => {
+            Err(CommandError {
+                kind: Kind::Relay(e),
+                ..
+            }) => return Err(e),
+            Err(e) => {
                 if !answered {
-                    reply_err(s, seq, e).await?;
+                    s.refuse(seq, e).await?;
                     answered = true;
                 }
                 continue;
             }
-            Err(ExecError::Relay(e)) => return Err(e),
         }
         let stream = !inj.resultset_is_needed && !answered;
         let chunk = Chunk {

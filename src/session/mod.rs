@@ -11,6 +11,7 @@ mod exec;
 mod failure;
 mod frontend;
 mod inject;
+mod outcome;
 mod pins;
 mod prepared;
 mod registry;
@@ -19,6 +20,7 @@ mod reload;
 mod script;
 mod sha2_login;
 mod stmt;
+mod watchdog;
 
 pub use frontend::{access_denied, read_login, switch_to_native, Login};
 pub use registry::{Registry, SessionHandle};
@@ -32,7 +34,9 @@ use crate::protocol::handshake::Greeting;
 use crate::protocol::{ErrPacket, Framed, ProtocolError};
 use crate::tls::Stream;
 use exec::Current;
+use outcome::CommandError;
 use pins::Pins;
+use relay::RelayError;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -337,11 +341,27 @@ impl Session {
         }
     }
 
+    /// Tell the client why its command did not run (and go on).
+    pub async fn refuse(&mut self, cmd_seq: u8, e: CommandError) -> Result<(), RelayError> {
+        reply_err(self, cmd_seq, e.to_err_packet()).await
+    }
+
     /// Send an ERR packet with this sequence id.
     pub async fn send_err(&mut self, seq: u8, err: &ErrPacket) -> Result<(), ProtocolError> {
         let payload = crate::protocol::err_payload(err);
         self.client.send(seq, &payload).await.map(|_| ())
     }
+}
+
+/// Answer the command with sequence id `cmd_seq` with an ERR.
+pub(crate) async fn reply_err(
+    s: &mut Session,
+    cmd_seq: u8,
+    err: ErrPacket,
+) -> Result<(), RelayError> {
+    s.send_err(cmd_seq.wrapping_add(1), &err)
+        .await
+        .map_err(RelayError::Client)
 }
 
 /// Serve one client connection until it ends. Errors end only this session.

@@ -4,9 +4,7 @@
 //! parameter types that connection needs.
 
 use super::cached::Step;
-use super::command::{reply_err, Next};
-use super::exec::ExecError;
-use super::failure::Failed;
+use super::outcome::{CommandError, Kind, Next, Retry};
 use super::relay::{RelayError, Rewrite};
 use super::stmt::{execute_info, rewrite_execute, rewrite_id, statement_id, ClientStatement};
 use super::Session;
@@ -40,29 +38,32 @@ pub(crate) async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayE
     match result {
         Ok(()) => Ok(Next::Continue),
         // COM_STMT_SEND_LONG_DATA and COM_STMT_CLOSE get no answer, not even an error.
-        Err(ExecError::Refused(_)) if code == com::STMT_SEND_LONG_DATA => Ok(Next::Continue),
-        Err(ExecError::Refused(e)) => {
-            reply_err(s, cmd.seq, e).await?;
-            Ok(Next::Continue)
-        }
-        Err(ExecError::Relay(e)) => {
+        Err(CommandError {
+            kind: Kind::Relay(e),
+            ..
+        }) => {
             s.drop_current();
             if e.is_server_side() && code != com::STMT_SEND_LONG_DATA && !cmd.continues() {
                 return s.command_failed(cmd.seq, &e, was_pinned).await;
             }
             Err(e)
         }
+        Err(_) if code == com::STMT_SEND_LONG_DATA => Ok(Next::Continue),
+        Err(e) => {
+            s.refuse(cmd.seq, e).await?;
+            Ok(Next::Continue)
+        }
     }
 }
 
-async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
     let max = s.config.limits.max_prepared_statements;
     if s.stmts.count() >= max {
         s.shared
             .metrics
             .limit(crate::metrics::Limit::PreparedStatements);
         tracing::warn!("refused a prepare: the session holds {max} prepared statements");
-        return Err(ExecError::Refused(ErrPacket::new(
+        return Err(CommandError::server(ErrPacket::new(
             errcode::ER_MAX_PREPARED_STMT_COUNT_REACHED,
             "42000",
             format!(
@@ -73,7 +74,7 @@ async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
     }
     let sql = cmd.payload.slice(1..);
     let analysis = analyze(&sql);
-    let route = s.route(&analysis, &sql).map_err(ExecError::Refused)?;
+    let route = s.route(&analysis, &sql)?;
     s.connect_for(&route, false).await?;
     let client_id = s.stmts.add(ClientStatement {
         sql: sql.clone(),
@@ -115,15 +116,15 @@ async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
 }
 
 /// Make sure the current connection has `client_id` prepared; its server id.
-async fn ensure_prepared(s: &mut Session, client_id: u32) -> Result<u32, ExecError> {
+async fn ensure_prepared(s: &mut Session, client_id: u32) -> Result<u32, CommandError> {
     let Some(sql) = s.stmts.get(client_id).map(|st| st.sql.clone()) else {
-        return Err(ExecError::Refused(unknown(
+        return Err(CommandError::server(unknown(
             client_id,
             "mysqld_stmt_execute",
         )));
     };
     let Some(cur) = s.current.as_mut() else {
-        return Err(ExecError::Relay(RelayError::Server(
+        return Err(CommandError::from(RelayError::Server(
             crate::protocol::ProtocolError::Closed,
         )));
     };
@@ -139,31 +140,34 @@ async fn ensure_prepared(s: &mut Session, client_id: u32) -> Result<u32, ExecErr
             }
             Ok(id)
         }
-        Ok(Err(e)) => Err(ExecError::Refused(e)),
+        Ok(Err(e)) => Err(CommandError::server(e)),
         Err(e) => {
             cur.conn.broken = true;
-            Err(ExecError::Relay(RelayError::Server(e)))
+            Err(CommandError::from(RelayError::Server(e)))
         }
     }
 }
 
 /// Route an execution of a client statement: where its text says, or the pinned connection;
 /// away from `avoid` (a backend that just failed).
-fn route_statement(s: &Session, client_id: u32, avoid: Option<usize>) -> Result<Route, ExecError> {
+fn route_statement(
+    s: &Session,
+    client_id: u32,
+    avoid: Option<usize>,
+) -> Result<Route, CommandError> {
     let Some(st) = s.stmts.get(client_id) else {
-        return Err(ExecError::Refused(unknown(
+        return Err(CommandError::server(unknown(
             client_id,
             "mysqld_stmt_execute",
         )));
     };
     s.route_avoiding(&st.analysis, &st.sql, avoid)
-        .map_err(ExecError::Refused)
 }
 
 /// COM_STMT_EXECUTE through the result cache: a cacheable read is answered from it or fills
 /// it (keyed by the statement's text and the execute's parameters and types); a write bumps the
 /// generations of what it touched before its OK reaches the client.
-async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
     let id = statement_id(&cmd.payload).unwrap_or(0);
     // The common case costs nothing: no hint or rule can ask, and nothing to invalidate.
     let involved = s.stmts.get(id).is_some_and(|st| {
@@ -223,14 +227,14 @@ async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
 }
 
 /// Run a COM_STMT_EXECUTE; true when its response was whole and clean (no error, no warnings).
-async fn execute(s: &mut Session, cmd: &Chunk, hold: bool) -> Result<bool, ExecError> {
+async fn execute(s: &mut Session, cmd: &Chunk, hold: bool) -> Result<bool, CommandError> {
     let id = statement_id(&cmd.payload).unwrap_or(0);
     let Some(st) = s.stmts.get(id) else {
-        return Err(ExecError::Refused(unknown(id, "mysqld_stmt_execute")));
+        return Err(CommandError::server(unknown(id, "mysqld_stmt_execute")));
     };
     let params = st.params;
     let Some(info) = execute_info(&cmd.payload, params) else {
-        return Err(ExecError::Refused(ErrPacket::new(
+        return Err(CommandError::server(ErrPacket::new(
             errcode::ER_MALFORMED_PACKET,
             "HY000",
             "Malformed COM_STMT_EXECUTE packet",
@@ -254,15 +258,11 @@ async fn execute(s: &mut Session, cmd: &Chunk, hold: bool) -> Result<bool, ExecE
         Destination::Current => None,
     };
     let first = execute_on(s, cmd, id, params, &info, &route, hold).await;
-    let failed = match &first {
-        Err(ExecError::Relay(e)) => Some(Failed::Relay(e)),
-        Err(ExecError::Refused(e)) => Some(Failed::Refused(e)),
-        Ok(_) => None,
-    };
     let Some(backend) = target.filter(|_| retryable) else {
         return first;
     };
-    if !failed.is_some_and(|f| s.retry_elsewhere(backend, f)) {
+    let retry = first.as_ref().err().map_or(Retry::No, |e| e.retry);
+    if !s.retry_elsewhere(backend, retry) {
         return first;
     }
     let route = route_statement(s, id, Some(backend))?;
@@ -278,7 +278,7 @@ async fn execute_on(
     info: &super::stmt::ExecuteInfo,
     route: &Route,
     hold: bool,
-) -> Result<bool, ExecError> {
+) -> Result<bool, CommandError> {
     let insert_id = s
         .stmts
         .get(id)
@@ -286,11 +286,11 @@ async fn execute_on(
     s.connect_for(route, insert_id).await?;
     let server_id = ensure_prepared(s, id).await?;
     let Some(st) = s.stmts.get(id).cloned() else {
-        return Err(ExecError::Refused(unknown(id, "mysqld_stmt_execute")));
+        return Err(CommandError::server(unknown(id, "mysqld_stmt_execute")));
     };
     // The server statement needs types unless this execute sends them or it already has these.
     let Some(cur) = s.current.as_mut() else {
-        return Err(ExecError::Refused(unknown(id, "mysqld_stmt_execute")));
+        return Err(CommandError::server(unknown(id, "mysqld_stmt_execute")));
     };
     let schema = cur.conn.state.session.schema.clone();
     let server_types = cur
@@ -335,7 +335,7 @@ async fn execute_on(
     Ok(!walker.error && !warnings)
 }
 
-async fn long_data(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+async fn long_data(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
     let id = statement_id(&cmd.payload).unwrap_or(0);
     let route = route_statement(s, id, None)?;
     s.connect_for(&route, false).await?;
@@ -353,10 +353,10 @@ async fn long_data(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
 }
 
 /// Fetch from an open cursor: only on the connection that holds it.
-async fn fetch(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+async fn fetch(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
     let id = statement_id(&cmd.payload).unwrap_or(0);
     if !s.pins.cursors.contains(&id) || s.current.is_none() {
-        return Err(ExecError::Refused(ErrPacket::new(
+        return Err(CommandError::server(ErrPacket::new(
             errcode::ER_STMT_HAS_NO_OPEN_CURSOR,
             "HY000",
             format!("The statement ({id}) has no open cursor."),
@@ -383,10 +383,10 @@ async fn fetch(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
 
 /// COM_STMT_RESET: long data and cursors live on the server connection that holds them; without
 /// one there is nothing to reset.
-async fn reset(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
+async fn reset(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
     let id = statement_id(&cmd.payload).unwrap_or(0);
     if s.stmts.get(id).is_none() {
-        return Err(ExecError::Refused(unknown(id, "mysqld_stmt_reset")));
+        return Err(CommandError::server(unknown(id, "mysqld_stmt_reset")));
     }
     let held = s.pins.long_data.contains(&id) || s.pins.cursors.contains(&id);
     s.pins.long_data.retain(|&l| l != id);
@@ -413,7 +413,7 @@ async fn reset(s: &mut Session, cmd: &Chunk) -> Result<(), ExecError> {
     s.client
         .send(cmd.seq.wrapping_add(1), &ok_payload(0, st))
         .await
-        .map_err(|e| ExecError::Relay(RelayError::Client(e)))?;
+        .map_err(|e| CommandError::from(RelayError::Client(e)))?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! (`proxy.connection`), `read_query` before each command, and what the hooks decide about
 //! backends (`backend_ndx`) and the connection (`connection_close`).
 
-use super::command::Next;
+use super::outcome::Next;
 use super::relay::RelayError;
 use super::Session;
 use crate::protocol::Chunk;
