@@ -8,10 +8,10 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::collections::BTreeMap;
 use weiche::backend::BackendTable;
 use weiche::cache::{decide, Asker, KeyInput, Verdict};
-use weiche::config::{Cli, Consistency, LoadedConfig};
+use weiche::config::{Cli, LoadedConfig};
 use weiche::protocol::packet::{decode_chunk, encode_packet};
 use weiche::protocol::{Expect, Walker};
-use weiche::route::{self, Context};
+use weiche::route::{self, Held, Request, Writes};
 use weiche::sql::analyze;
 
 const POINT: &[u8] = b"SELECT c FROM sbtest1 WHERE id=50123";
@@ -75,17 +75,20 @@ fn routing(c: &mut Criterion) {
     let config = config();
     let table = BackendTable::new(&config);
     let analysis = analyze(POINT);
+    let writes = Writes::default();
     c.bench_function("route a read", |b| {
         b.iter(|| {
-            let ctx = Context {
+            let request = Request {
+                analysis: &analysis,
+                text: POINT,
                 user: "app",
                 schema: Some(b"weiche"),
-                recent_write: false,
-                consistency: Consistency::Session,
-                session_position: None,
+                held: Held::Free,
+                script_backend: None,
+                writes: &writes,
                 avoid: None,
             };
-            black_box(route::decide(&config, &table, &analysis.class, POINT, &ctx))
+            black_box(route::decide(&config, &table, request))
         })
     });
 }

@@ -377,21 +377,18 @@ fn set_backend(shared: &Shared, original: &str, upper: &str) -> Vec<BytesMut> {
 fn explain_route(shared: &Shared, sql: &str) -> Vec<BytesMut> {
     let config = shared.config();
     let analysis = crate::sql::analyze(sql.as_bytes());
-    let ctx = crate::route::Context {
+    let writes = crate::route::Writes::default();
+    let request = crate::route::Request {
+        analysis: &analysis,
+        text: sql.as_bytes(),
         user: "",
         schema: None,
-        recent_write: false,
-        consistency: config.routing.consistency,
-        session_position: None,
+        held: crate::route::Held::Free,
+        script_backend: None,
+        writes: &writes,
         avoid: None,
     };
-    let rows = match crate::route::decide(
-        &config,
-        &shared.backends,
-        &analysis.class,
-        sql.as_bytes(),
-        &ctx,
-    ) {
+    let rows = match crate::route::decide(&config, &shared.backends, request) {
         Ok(r) => {
             let target = match r.destination {
                 crate::route::Destination::Backend(i) => {
@@ -399,7 +396,7 @@ fn explain_route(shared: &Shared, sql: &str) -> Vec<BytesMut> {
                 }
                 crate::route::Destination::Current => "current connection".into(),
             };
-            vec![vec![Some(target), Some(r.reason.into_owned())]]
+            vec![vec![Some(target), Some(r.to_string())]]
         }
         Err(e) => vec![vec![None, Some(e.to_string())]],
     };

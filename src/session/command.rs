@@ -16,7 +16,7 @@ use crate::protocol::constants::{com, errcode, MAX_CHUNK};
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::resultset::send_text_result;
 use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Framed, ProtocolError, Walker};
-use crate::route::{Destination, Route, Wait};
+use crate::route::Destination;
 use crate::sql::{analyze, kill, Analysis, Consistency, Target};
 use crate::tls::Stream;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -314,7 +314,7 @@ async fn relay_routed(
                 return Ok((Next::Continue, false));
             }
         };
-        tracing::debug!(reason = %route.reason, "route");
+        tracing::debug!(reason = %route, "route");
         let target = match route.destination {
             Destination::Backend(i) => Some(i),
             Destination::Current => None,
@@ -394,35 +394,22 @@ fn explain_route_target(sql: &[u8]) -> Option<&[u8]> {
 async fn explain_route(s: &mut Session, seq: u8, sql: &[u8]) -> Result<Next, RelayError> {
     let analysis = analyze(sql);
     let (target, reason) = match s.route(&analysis, sql) {
-        Ok(Route {
-            destination: Destination::Current,
-            reason,
-            ..
-        }) => {
-            let addr = s
-                .current
-                .as_ref()
-                .map(|c| s.shared.backends.backends[c.backend].address.clone())
-                .unwrap_or_default();
-            (format!("current connection ({addr})"), reason.into_owned())
-        }
-        Ok(Route {
-            destination: Destination::Backend(i),
-            reason,
-            wait,
-        }) => {
+        Ok(route) => {
             let table = &s.shared.backends;
-            let reason = match wait {
-                Some(Wait::For(p)) => format!("{reason}; waits until it has applied {p}"),
-                Some(Wait::PrimaryNow) => {
-                    format!("{reason}; waits until it has applied the primary's position")
+            let target = match route.destination {
+                Destination::Current => {
+                    let addr = s
+                        .current
+                        .as_ref()
+                        .map(|c| table.backends[c.backend].address.as_str())
+                        .unwrap_or_default();
+                    format!("current connection ({addr})")
                 }
-                None => reason.into_owned(),
+                Destination::Backend(i) => {
+                    format!("{} {}", table.role(i).as_str(), table.backends[i].address)
+                }
             };
-            (
-                format!("{} {}", table.role(i).as_str(), table.backends[i].address),
-                reason,
-            )
+            (target, route.to_string())
         }
         Err(e) => ("none".to_string(), e.to_err_packet().message),
     };
@@ -458,7 +445,7 @@ fn reset_connection(s: &mut Session) {
     s.stmts.clear();
     let session_mode = s.pins.session_mode;
     s.pins = Default::default();
-    s.last_write = None;
+    s.writes.forget_window();
     if let Some(mut cur) = s.current.take() {
         cur.conn.state.untracked = Some("COM_RESET_CONNECTION");
         s.handle.set_server(None);

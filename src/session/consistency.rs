@@ -25,9 +25,7 @@ impl Session {
             if pos.is_empty() {
                 continue;
             }
-            self.last_gtid
-                .get_or_insert_with(GtidPos::default)
-                .merge(&pos);
+            self.writes.committed_at(&pos);
             learned = true;
         }
         learned

@@ -10,13 +10,12 @@ use crate::backend::gtid::GtidPos;
 use crate::backend::pool::{self, PoolKey};
 use crate::backend::query::Answer;
 use crate::backend::state::plan;
-use crate::backend::State;
 use crate::config::Role;
 use crate::metrics::RouteLabel;
 use crate::protocol::constants::{cap, com, status};
 use crate::protocol::{Chunk, Expect, Walker};
-use crate::route::{self, Context, Destination, Route, Wait};
-use crate::sql::{Analysis, Consistency, Effects, Target};
+use crate::route::{self, Destination, Held, Request, Route, Wait};
+use crate::sql::{Analysis, Effects};
 use std::time::Instant;
 
 /// The session's server connection and where it is.
@@ -71,78 +70,33 @@ impl Session {
         self.route_avoiding(analysis, text, None)
     }
 
-    /// Where a statement goes, keeping away from backend `avoid` (it just failed).
+    /// Where a statement goes, keeping away from backend `avoid` (it just failed): what the
+    /// session knows, handed to `route::decide`.
     pub fn route_avoiding(
         &self,
         analysis: &Analysis,
         text: &[u8],
         avoid: Option<usize>,
     ) -> Result<Route, CommandError> {
-        if self.current.is_some() && self.pinned() {
-            if let (Some(want), Some(cur)) = (self.script_backend, &self.current) {
-                if want != cur.backend {
-                    tracing::info!(
-                        "Lua: backend_ndx move refused: the session must stay on its connection ({})",
-                        self.pin_reasons()
-                    );
-                }
-            }
-            return Ok(Route {
-                destination: Destination::Current,
-                reason: format!("pinned: {}", self.pin_reasons()).into(),
-                wait: None,
-            });
-        }
-        if analysis.effects.needs_previous
-            && self
-                .current
-                .as_ref()
-                .is_some_and(|c| c.held_since.is_some())
-        {
-            return Ok(Route {
-                destination: Destination::Current,
-                reason: "reads the previous statement's results on its server".into(),
-                wait: None,
-            });
-        }
-        // A backend the Lua script chose (proxy.connection.backend_ndx).
-        if let Some(i) = self.script_backend {
-            return Ok(Route {
-                destination: Destination::Backend(i),
-                reason: "Lua: proxy.connection.backend_ndx".into(),
-                wait: None,
-            });
-        }
-        // A replica hint asks for any replica: eventual, unless a consistency hint says more.
-        let hinted_replica = analysis.class.reason == "hint: replica";
-        let consistency = analysis.consistency.unwrap_or(if hinted_replica {
-            Consistency::Eventual
-        } else {
-            self.config.routing.consistency
-        });
-        let recent_write = consistency != Consistency::Eventual
-            && self
-                .last_write
-                .is_some_and(|t| t.elapsed() < self.config.routing.read_your_writes_window);
-        let ctx = Context {
+        let held = match &self.current {
+            Some(c) if self.pinned() => Held::Pinned {
+                backend: c.backend,
+                reasons: self.pin_reasons(),
+            },
+            Some(c) if c.held_since.is_some() => Held::ForNext,
+            _ => Held::Free,
+        };
+        let request = Request {
+            analysis,
+            text,
             user: &self.user,
             schema: self.state.schema.as_deref(),
-            recent_write,
-            consistency,
-            session_position: self.last_gtid.as_ref(),
+            held,
+            script_backend: self.script_backend,
+            writes: &self.writes,
             avoid,
         };
-        let mut class = analysis.class;
-        if analysis.effects.read_only_transaction
-            && self.config.routing.read_only_transactions_on_replica
-        {
-            class = crate::sql::Class {
-                target: Target::Replica,
-                reason: "START TRANSACTION READ ONLY runs on one replica",
-            };
-        }
-        route::decide(&self.config, &self.shared.backends, &class, text, &ctx)
-            .map_err(CommandError::route)
+        route::decide(&self.config, &self.shared.backends, request).map_err(CommandError::route)
     }
 
     /// Make `current` a connection to the route's backend in the session's state. A read that
@@ -172,42 +126,16 @@ impl Session {
             .await
     }
 
-    /// The primary serves a read the replica could not serve consistently. Without one (it is
-    /// down, or two servers are writable), any backend known to have applied `need` will do,
-    /// and when none that is up has, the route's replica serves it as it is.
+    /// The replica could not serve the read consistently: `route::when_behind` says who does.
     async fn connect_to_primary(
         &mut self,
         route: &Route,
         insert_id: bool,
         need: Option<&GtidPos>,
     ) -> Result<(), CommandError> {
-        let table = self.shared.backends.clone();
-        let target = match table.primary() {
-            Ok(p) => p,
-            Err(e) => match need.and_then(|n| table.applied_somewhere(n)) {
-                Some(i) => {
-                    tracing::debug!(
-                        "{e}; {} has applied the session's writes and serves the read",
-                        table.backends[i].address
-                    );
-                    i
-                }
-                None => match route.destination {
-                    // No server that is up has what the read should see: it was written on a
-                    // primary that is gone. Reads go on without it rather than not at all.
-                    Destination::Backend(i) if table.state(i) == State::Up => {
-                        tracing::debug!(
-                            "{e}; no server that is up has applied {}: {} serves the read without it",
-                            need.map_or("the primary's position".into(), |n| n.to_string()),
-                            table.backends[i].address
-                        );
-                        i
-                    }
-                    _ => return Err(CommandError::no_consistent_server(e.into())),
-                },
-            },
-        };
-        tracing::debug!(reason = %route.reason, "the replica has not applied the session's writes: the primary serves the read");
+        let target = route::when_behind(&self.shared.backends, route, need)
+            .map_err(CommandError::no_consistent_server)?;
+        tracing::debug!(reason = %route, "the replica has not applied the session's writes: the primary serves the read");
         self.connect_to(Destination::Backend(target), insert_id, None)
             .await
             .map(|_| ())
@@ -488,23 +416,9 @@ impl Session {
         }
         let in_transaction = cur.conn.state.in_transaction();
         let rollback = effects.is_some_and(|e| e.rollback);
-        if self.learn_position(&walker.changes) {
-            self.last_write = None;
-            self.txn_wrote = false;
-        } else if write && !walker.error {
-            if in_transaction {
-                // Known once the transaction ends: committed or rolled back.
-                self.txn_wrote = true;
-            } else {
-                // A write whose GTID the server did not report: the time window stands in.
-                self.last_write = Some(Instant::now());
-            }
-        } else if self.txn_wrote && !in_transaction {
-            self.txn_wrote = false;
-            if !rollback {
-                self.last_write = Some(Instant::now());
-            }
-        }
+        let reported = self.learn_position(&walker.changes);
+        self.writes
+            .after_statement(reported, write && !walker.error, in_transaction, rollback);
         // Keep the connection for the next statement when it may ask about this one
         // (ROW_COUNT(), FOUND_ROWS(), SHOW WARNINGS).
         let warnings = walker

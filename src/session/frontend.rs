@@ -12,7 +12,7 @@ use crate::protocol::auth::{self, CACHING_SHA2, NATIVE_PASSWORD};
 use crate::protocol::constants::{cap, errcode, status};
 use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
-use crate::route::{Destination, Route};
+use crate::route::{Reason, Route};
 use crate::script::{ConnView, Decision, ScriptHandle, ServerView, LOAD_FAILED};
 use crate::tls::{Acceptor, Stream};
 use bytes::BytesMut;
@@ -339,9 +339,7 @@ async fn login_inner(
         current: None,
         pins: Default::default(),
         stmts: Default::default(),
-        last_write: None,
-        last_gtid: None,
-        txn_wrote: false,
+        writes: Default::default(),
         answered: false,
         script: None,
         script_backend: login_backend,
@@ -561,11 +559,7 @@ impl Session {
                 _ => return Err(CommandError::route(e.into()).to_err_packet()),
             },
         };
-        let route = Route {
-            destination: Destination::Backend(backend),
-            reason: "login".into(),
-            wait: None,
-        };
+        let route = Route::to(backend, Reason::Login);
         match self.connect_for(&route, false).await {
             Ok(_) => {
                 if let Some(cur) = &self.current {

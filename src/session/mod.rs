@@ -40,7 +40,6 @@ use relay::RelayError;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
 use stmt::Statements;
 use tokio::net::TcpStream;
 use tracing::Instrument;
@@ -261,13 +260,8 @@ pub(crate) struct Session {
     pub current: Option<Current>,
     pub pins: Pins,
     pub stmts: Statements,
-    /// When the session last wrote without the server reporting the write's GTID (the
-    /// read-your-writes window stands in for the GTID then).
-    pub last_write: Option<Instant>,
-    /// The open transaction wrote (whether that needs read-your-writes depends on its end).
-    pub txn_wrote: bool,
-    /// The GTID position of the session's writes: reads must see it (consistency = "session").
-    pub last_gtid: Option<crate::backend::gtid::GtidPos>,
+    /// What read-your-writes needs of the session's writes.
+    pub writes: crate::route::Writes,
     /// Some of the current command's response reached the client (it cannot be retried).
     pub answered: bool,
     /// The session's Lua environment, when a script is configured.

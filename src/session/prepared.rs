@@ -10,7 +10,7 @@ use super::stmt::{execute_info, rewrite_execute, rewrite_id, statement_id, Clien
 use super::Session;
 use crate::protocol::constants::{com, errcode, status};
 use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect};
-use crate::route::{Destination, Route};
+use crate::route::{Destination, Reason, Route};
 use crate::sql::analyze;
 
 fn unknown(id: u32, what: &str) -> ErrPacket {
@@ -392,11 +392,8 @@ async fn reset(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
     s.pins.long_data.retain(|&l| l != id);
     s.pins.cursors.retain(|&c| c != id);
     if held && s.current.is_some() {
-        let route = Route {
-            destination: Destination::Current,
-            reason: "COM_STMT_RESET".into(),
-            wait: None,
-        };
+        // Where the statement's long data or cursor lives.
+        let route = Route::current(Reason::Pinned("COM_STMT_RESET".into()));
         s.connect_for(&route, false).await?;
         let server_id = ensure_prepared(s, id).await?;
         let out = Chunk {

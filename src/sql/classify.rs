@@ -20,12 +20,24 @@ pub enum Target {
 pub struct Class {
     pub target: Target,
     pub reason: &'static str,
+    /// Whether the verdict is the lexer's or a hint's.
+    pub source: Source,
+}
+
+/// Where a class comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The classifier read the statement.
+    Classifier,
+    /// A routing hint in a comment (`/* weiche:replica */`, MaxScale's `-- maxscale route to`).
+    Hint,
 }
 
 const fn primary(reason: &'static str) -> Class {
     Class {
         target: Target::Primary,
         reason,
+        source: Source::Classifier,
     }
 }
 
@@ -161,6 +173,7 @@ fn classify_tokens(sql: &[u8], tokens: &[Token]) -> Class {
         return Class {
             target: Target::Replica,
             reason: "multi-statement of reads",
+            source: Source::Classifier,
         };
     }
     class
@@ -172,12 +185,16 @@ fn hint(sql: &[u8], tokens: &[Token]) -> Option<Class> {
         let text = t.text(sql);
         let lower: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
         if contains(&lower, b"weiche:primary") || contains(&lower, b"maxscale route to master") {
-            return Some(primary("hint: primary"));
+            return Some(Class {
+                source: Source::Hint,
+                ..primary("hint: primary")
+            });
         }
         if contains(&lower, b"weiche:replica") || contains(&lower, b"maxscale route to slave") {
             return Some(Class {
                 target: Target::Replica,
                 reason: "hint: replica",
+                source: Source::Hint,
             });
         }
     }
@@ -231,6 +248,7 @@ fn classify_one(sql: &[u8], tokens: &[Token]) -> Class {
 const READ: Class = Class {
     target: Target::Replica,
     reason: "read",
+    source: Source::Classifier,
 };
 
 /// Reads that must still run on the primary (or the session's current server connection).

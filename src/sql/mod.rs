@@ -9,5 +9,5 @@ pub mod kill;
 pub mod lexer;
 pub mod tables;
 
-pub use classify::{analyze, classify, Analysis, Class, Consistency, Target};
+pub use classify::{analyze, classify, Analysis, Class, Consistency, Source, Target};
 pub use effects::Effects;
