@@ -7,17 +7,19 @@ mod admission;
 mod cached;
 mod command;
 mod consistency;
-mod exec;
 mod failure;
 mod frontend;
 mod inject;
+mod local;
 mod outcome;
 mod pins;
 mod prepared;
 mod registry;
 mod relay;
 mod reload;
+mod routed;
 mod script;
+mod server_side;
 mod sha2_login;
 mod stmt;
 mod watchdog;
@@ -33,10 +35,10 @@ use crate::protocol::constants::cap;
 use crate::protocol::handshake::Greeting;
 use crate::protocol::{ErrPacket, Framed, ProtocolError};
 use crate::tls::Stream;
-use exec::Current;
 use outcome::CommandError;
 use pins::Pins;
 use relay::RelayError;
+use server_side::Current;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -330,8 +332,7 @@ impl Session {
     pub fn end(&mut self) {
         self.pins = Pins::default();
         if let Some(cur) = self.current.take() {
-            self.handle.set_server(None);
-            crate::backend::pool::release(cur.conn);
+            self.give_back(cur);
         }
     }
 

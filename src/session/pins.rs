@@ -22,6 +22,14 @@ pub struct Pins {
 }
 
 impl Pins {
+    /// What lived on a server connection is gone with it; the session's pool mode stays.
+    pub fn clear_keeping_mode(&mut self) {
+        *self = Pins {
+            session_mode: self.session_mode,
+            ..Default::default()
+        };
+    }
+
     /// Apply a statement's effects once it has run (`ok`: it succeeded).
     pub fn apply(&mut self, e: &Effects, ok: bool) {
         if e.unlock_tables {

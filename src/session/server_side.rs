@@ -1,7 +1,7 @@
-//! Running one command on a server connection: route it, borrow a connection (or stay on the
-//! current one), bring the connection to the session's state, relay the command and its
-//! response, learn what changed (state, transaction, pins), and give the connection back when
-//! nothing holds the session to it.
+//! The server side of a command: hand what the session knows to `route::decide`, borrow a
+//! connection (or stay on the current one), bring it to the session's state (waiting for a GTID
+//! where the route says so), relay the command and its response, learn what changed (state,
+//! transaction, pins, writes), and give the connection back when nothing holds the session.
 
 use super::outcome::{CommandError, DOWN_FOR};
 use super::relay::{forward_command, relay_response, RelayError, Rewrite};
@@ -304,23 +304,25 @@ impl Session {
             return;
         }
         if let Some(cur) = self.current.take() {
-            self.handle.set_server(None);
-            pool::release(cur.conn);
+            self.give_back(cur);
         }
+    }
+
+    /// Hand a server connection the session no longer holds back to its pool.
+    pub fn give_back(&self, cur: Current) {
+        self.handle.set_server(None);
+        pool::release(cur.conn);
     }
 
     /// Close the current connection (it failed); pins that lived on it are gone.
     pub fn drop_current(&mut self) {
         if let Some(mut cur) = self.current.take() {
             cur.conn.broken = true;
-            self.handle.set_server(None);
             if self.pins.any() {
                 tracing::warn!("lost a pinned server connection ({})", self.pin_reasons());
             }
-            let session_mode = self.pins.session_mode;
-            self.pins = Default::default();
-            self.pins.session_mode = session_mode;
-            pool::release(cur.conn);
+            self.pins.clear_keeping_mode();
+            self.give_back(cur);
         }
     }
 
