@@ -10,6 +10,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod logging;
+pub mod login;
 pub mod metrics;
 pub mod protocol;
 pub mod route;

@@ -11,12 +11,13 @@ mod stats;
 mod status_page;
 
 use crate::config::{Config, Credentials, Scripting};
+use crate::login::{access_denied, read_login, Login};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{cap, errcode, status, MAX_CHUNK};
 use crate::protocol::handshake::Greeting;
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
 use crate::script::{ConnView, Decision, ScriptHandle};
-use crate::session::{access_denied, read_login, Login, Shared};
+use crate::session::Shared;
 use crate::tls::Stream;
 use bytes::BytesMut;
 use std::net::SocketAddr;

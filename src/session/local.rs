@@ -1,12 +1,12 @@
 //! Weiche's own answers to commands a proxy must not simply relay: EXPLAIN ROUTE,
 //! COM_RESET_CONNECTION, KILL of a Weiche connection id, COM_CHANGE_USER.
 
-use super::frontend::{access_denied, check_password, switch_to_native};
 use super::outcome::Next;
 use super::relay::{forward_command, relay_response, RelayError, Rewrite};
 use super::reply_err;
 use super::Session;
 use crate::backend::{ServerConnection, SessionState};
+use crate::login::{access_denied, check_password, switch_to_native};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
 use crate::protocol::constants::{errcode, MAX_CHUNK};
 use crate::protocol::handshake::ChangeUser;

@@ -1,6 +1,7 @@
-//! One client's life: the frontend (greeting and login), the command loop that relays each
-//! command to the session's server connection, and the registry of live sessions that KILL
-//! uses to find the server thread behind a Weiche connection id.
+//! One client's life, phase by phase: `login` (admission, greeting, authentication, the Lua
+//! hooks of the connection phase), the command loop in `command` that dispatches to `routed`
+//! (route, relay, learn, retry), `prepared` and `local` (Weiche's own answers), and the end.
+//! `outcome` holds the vocabulary they share: what the loop does next and why a command failed.
 
 mod accounting;
 mod admission;
@@ -8,9 +9,9 @@ mod cached;
 mod command;
 mod consistency;
 mod failure;
-mod frontend;
 mod inject;
 mod local;
+mod login;
 mod outcome;
 mod pins;
 mod prepared;
@@ -20,11 +21,9 @@ mod reload;
 mod routed;
 mod script;
 mod server_side;
-mod sha2_login;
 mod stmt;
 mod watchdog;
 
-pub use frontend::{access_denied, read_login, switch_to_native, Login};
 pub use registry::{Registry, SessionHandle};
 pub use reload::Reloaded;
 
@@ -88,7 +87,7 @@ pub struct Shared {
     /// Connection and login counts against [limits].
     pub admission: Arc<admission::Admission>,
     /// caching_sha2_password's learnt digests and RSA key.
-    pub sha2: sha2_login::Sha2State,
+    pub sha2: crate::login::Sha2State,
     /// Accounts read from the primary's mysql.user (monitor.load_users).
     pub accounts: crate::backend::accounts::Accounts,
     server_info: Mutex<ServerInfo>,
@@ -366,14 +365,14 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let span = tracing::info_span!("session", id, client = %peer, user = tracing::field::Empty);
     async move {
         // Held for the connection's whole life; dropped (given back) on every way out.
-        let Some((_slot, stream)) = frontend::admit(&shared, stream, peer).await else {
+        let Some((_slot, stream)) = login::admit(&shared, stream, peer).await else {
             return;
         };
         let handle = shared.registry.register(id);
         // Boxed: the login's state would otherwise stay reserved in every idle session's task.
         // The session is bound once, straight from the login's result: a match over the whole
         // session's life, or a second binding, would keep room for it twice in the task.
-        let login = Box::pin(frontend::login(shared.clone(), stream, peer, id, handle));
+        let login = Box::pin(login::login(shared.clone(), stream, peer, id, handle));
         let mut session = match login.await {
             Ok(Some(session)) => session,
             other => {

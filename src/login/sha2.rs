@@ -4,7 +4,7 @@
 //! shown it the password. Full authentication takes the password over TLS, or RSA-encrypted
 //! with Weiche's key on a plain connection; never in clear over plain TCP.
 
-use super::frontend::{access_denied, Auth, MAX_LOGIN_PACKET};
+use super::{access_denied, Auth, MAX_LOGIN_PACKET};
 use crate::backend::Secret;
 use crate::config::User;
 use crate::protocol::auth::{self, Stage1, Stage2, CACHING_SHA2};
@@ -85,7 +85,7 @@ impl Sha2State {
 /// its fast-authentication answer to `scramble` and `seq` the sequence id of Weiche's next
 /// packet.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn login(
+pub async fn login(
     client: &mut Framed<Stream>,
     state: &Sha2State,
     user: Option<User>,
