@@ -17,5 +17,6 @@ pub mod route;
 pub mod script;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod sql;
 pub mod tls;

@@ -3,7 +3,6 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use std::sync::Arc;
 use weiche::config::{Cli, LoadedConfig};
 use weiche::server;
 
@@ -58,7 +57,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let result = server::run(Arc::new(config));
+    let shared = weiche::shared::Shared::new(config);
+    let result = server::Listeners::bind(&shared.config())
+        .and_then(|listeners| server::run(shared, listeners, server::signals()));
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }

@@ -3,7 +3,9 @@
 //! life, so nothing on the query path crosses threads.
 
 use crate::config::Config;
-use crate::session::{self, Shared};
+use crate::session;
+use crate::shared::Shared;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -24,9 +26,36 @@ type Handoff = (std::net::TcpStream, SocketAddr);
 /// How long a stop waits for sessions to finish the command they are running.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Run until SIGINT or SIGTERM.
-pub fn run(config: Arc<Config>) -> Result<(), ServerError> {
-    let shared = Shared::new((*config).clone());
+/// The sockets Weiche listens on, bound before it runs (so that a port in use is an error at
+/// start, and tests can bind port 0 and read the address).
+#[derive(Debug)]
+pub struct Listeners {
+    pub proxy: std::net::TcpListener,
+    pub admin: Option<std::net::TcpListener>,
+    pub http: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Bind the addresses the configuration names.
+    pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        let bind =
+            |addr: SocketAddr| listen(addr).map_err(|source| ServerError::Listen { addr, source });
+        Ok(Listeners {
+            proxy: bind(config.listen)?,
+            admin: config.admin_address.map(bind).transpose()?,
+            http: config.http_address.map(bind).transpose()?,
+        })
+    }
+}
+
+/// Run Weiche on `listeners` until `shutdown` resolves (with the name of what stopped it, as
+/// `signals()` does for SIGINT and SIGTERM); then sessions finish their current command.
+pub fn run(
+    shared: Arc<Shared>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = &'static str>,
+) -> Result<(), ServerError> {
+    let config = shared.config();
     let mut workers = Vec::new();
     let count = config.event_threads;
     for n in 0..count {
@@ -49,7 +78,7 @@ pub fn run(config: Arc<Config>) -> Result<(), ServerError> {
         .enable_all()
         .build()
         .map_err(ServerError::Runtime)?;
-    rt.block_on(accept_loop(shared, config.listen, workers))
+    rt.block_on(accept_loop(shared, listeners, workers, shutdown))
 }
 
 async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Handoff>) {
@@ -65,11 +94,17 @@ async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Handoff>) {
 
 async fn accept_loop(
     shared: Arc<Shared>,
-    addr: SocketAddr,
+    listeners: Listeners,
     workers: Vec<mpsc::UnboundedSender<Handoff>>,
+    shutdown: impl Future<Output = &'static str>,
 ) -> Result<(), ServerError> {
-    let listener = listen(addr).map_err(|source| ServerError::Listen { addr, source })?;
-    let local = listener.local_addr().unwrap_or(addr);
+    let adopt = |l: std::net::TcpListener| {
+        let addr = l.local_addr().map_err(ServerError::Runtime)?;
+        tokio::net::TcpListener::from_std(l)
+            .map(|l| (l, addr))
+            .map_err(|source| ServerError::Listen { addr, source })
+    };
+    let (listener, local) = adopt(listeners.proxy)?;
     let config = shared.config();
     // The monitor runs beside the acceptor; clients are let in once every backend was checked
     // (or a check's timeout passed).
@@ -89,30 +124,24 @@ async fn accept_loop(
     if config.monitoring.load_users {
         tokio::spawn(read_accounts(shared.clone()));
     }
-    if let Some(admin) = config.admin_address {
-        let l = listen(admin).map_err(|source| ServerError::Listen {
-            addr: admin,
-            source,
-        })?;
-        let bound = l.local_addr().unwrap_or(admin);
+    if let Some(l) = listeners.admin {
+        let (l, bound) = adopt(l)?;
         tracing::info!(address = %bound, "admin interface listening");
         tokio::spawn(crate::admin::serve(shared.clone(), l));
     }
-    if let Some(http) = config.http_address {
-        let l = listen(http).map_err(|source| ServerError::Listen { addr: http, source })?;
-        let bound = l.local_addr().unwrap_or(http);
+    if let Some(l) = listeners.http {
+        let (l, bound) = adopt(l)?;
         tracing::info!(address = %bound, "http interface listening (/metrics, /health)");
         tokio::spawn(crate::admin::http::serve(shared.clone(), l));
     }
     tracing::info!(address = %local, workers = workers.len(), "weiche {} listening", env!("CARGO_PKG_VERSION"));
     let mut next = 0usize;
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         tokio::select! {
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                let _ = reload(&shared, "SIGHUP");
+                let _ = shared.reload_logged("SIGHUP");
             }
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
@@ -144,22 +173,7 @@ async fn accept_loop(
     }
 }
 
-/// Reload the configuration and log what happened (SIGHUP, RELOAD CONFIG).
-pub fn reload(shared: &Shared, why: &str) -> Result<String, String> {
-    match shared.reload() {
-        Ok(r) => {
-            let summary = r.summary();
-            tracing::info!("{why}: {summary}");
-            Ok(summary)
-        }
-        Err(e) => {
-            tracing::error!("{why}: the configuration is refused, the running one stays: {e}");
-            Err(e)
-        }
-    }
-}
-
-fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -169,10 +183,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    tokio::net::TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Resolves at SIGTERM or SIGINT, with the signal's name.
+pub async fn signals() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -4,7 +4,7 @@ use crate::backend::{State, Writer};
 use crate::protocol::constants::{errcode, status};
 use crate::protocol::resultset::string_result;
 use crate::protocol::{err_payload, ok_payload, ErrPacket};
-use crate::session::Shared;
+use crate::shared::Shared;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
@@ -220,7 +220,9 @@ fn backends(shared: &Shared) -> Vec<BytesMut> {
     let t = &shared.backends;
     let order = t.proxy_order();
     let writer = t.writer();
-    let pool: std::collections::HashMap<String, (i64, i64)> = crate::backend::pool::counts()
+    let pool: std::collections::HashMap<String, (i64, i64)> = shared
+        .pool_counts
+        .snapshot()
         .into_iter()
         .map(|(a, c)| {
             let (open, idle) = (c.open.load(Relaxed), c.idle.load(Relaxed));

@@ -3,7 +3,7 @@
 //! `http`).
 
 use crate::metrics::{ErrorKind, Limit, RouteLabel, BUCKETS};
-use crate::session::Shared;
+use crate::shared::Shared;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,7 +44,7 @@ pub fn families(shared: &Shared, out: &mut String) {
         let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {total}");
     }
 
-    let pools = crate::backend::pool::counts();
+    let pools = shared.pool_counts.snapshot();
     let exhausted: u64 = pools.iter().map(|(_, c)| c.exhausted.load(Relaxed)).sum();
     head(
         out,

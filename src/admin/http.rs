@@ -5,7 +5,7 @@
 use super::exposition::escape;
 use super::status_page::json_string;
 use crate::backend::{State, Writer};
-use crate::session::Shared;
+use crate::shared::Shared;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use crate::protocol::constants::{cap, errcode, status, MAX_CHUNK};
 use crate::protocol::handshake::Greeting;
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
 use crate::script::{ConnView, Decision, ScriptHandle};
-use crate::session::Shared;
+use crate::shared::Shared;
 use crate::tls::Stream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -176,9 +176,9 @@ async fn connection(
             }
             Some(Err(e)) => e,
             None if commands::is_reload(&sql) => {
-                match crate::server::reload(&shared, "admin RELOAD CONFIG") {
+                match shared.reload_logged("admin RELOAD CONFIG") {
                     Ok(summary) => commands::reloaded(&summary),
-                    Err(e) => commands::refused_reload(&e),
+                    Err(e) => commands::refused_reload(&e.to_string()),
                 }
             }
             None => commands::answer(&shared, &sql),

@@ -2,7 +2,7 @@
 
 use super::commands::table;
 use crate::metrics::RouteLabel;
-use crate::session::Shared;
+use crate::shared::Shared;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering::Relaxed;
 pub fn pools(shared: &Shared) -> Vec<BytesMut> {
     let config = shared.config();
     let max = config.pool.settings.max_connections;
-    let rows = crate::backend::pool::counts()
+    let rows = shared
+        .pool_counts
+        .snapshot()
         .into_iter()
         .map(|(address, c)| {
             let (open, idle) = (c.open.load(Relaxed), c.idle.load(Relaxed));

@@ -3,7 +3,7 @@
 //! the cache's hit ratio and the top digests.
 
 use crate::backend::Writer;
-use crate::session::Shared;
+use crate::shared::Shared;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -108,12 +108,12 @@ struct BackendPool {
 }
 
 impl BackendPool {
-    fn new(address: &str) -> BackendPool {
+    fn new(counts: Arc<PoolCounts>) -> BackendPool {
         BackendPool {
             open: 0,
             idle: Vec::new(),
             waiters: Arc::default(),
-            counts: counts_for(address),
+            counts,
             published: (0, 0),
         }
     }
@@ -145,38 +145,38 @@ pub struct PoolCounts {
     pub opened: AtomicU64,
 }
 
-static COUNTS: Mutex<Option<HashMap<String, Arc<PoolCounts>>>> = Mutex::new(None);
+/// Every backend's `PoolCounts`, by address: one per running Weiche (in its `Shared`).
+#[derive(Debug, Default)]
+pub struct AllPoolCounts(Mutex<HashMap<String, Arc<PoolCounts>>>);
 
-fn counts_for(address: &str) -> Arc<PoolCounts> {
-    let mut all = COUNTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    all.get_or_insert_with(HashMap::new)
-        .entry(address.to_string())
-        .or_default()
-        .clone()
+impl AllPoolCounts {
+    /// The counts of the backend at `address`.
+    pub fn of(&self, address: &str) -> Arc<PoolCounts> {
+        let mut all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.entry(address.to_string()).or_default().clone()
+    }
+
+    /// Every backend's counts: (address, counts), by address.
+    pub fn snapshot(&self) -> Vec<(String, Arc<PoolCounts>)> {
+        let all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v: Vec<_> = all.iter().map(|(a, c)| (a.clone(), c.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
 }
 
-/// The process-wide counts of each backend's pool: (address, counts).
-pub fn counts() -> Vec<(String, Arc<PoolCounts>)> {
-    let all = COUNTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut v: Vec<_> = all
-        .iter()
-        .flatten()
-        .map(|(a, c)| (a.clone(), c.clone()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn pool_of<'w>(w: &'w mut Worker, address: &str) -> &'w mut BackendPool {
+fn pool_of<'w>(w: &'w mut Worker, address: &str, counts: &AllPoolCounts) -> &'w mut BackendPool {
     let i = match w.backends.iter().position(|(a, _)| a == address) {
         Some(i) => i,
         None => {
             w.backends
-                .push((address.to_string(), BackendPool::new(address)));
+                .push((address.to_string(), BackendPool::new(counts.of(address))));
             w.backends.len() - 1
         }
     };
@@ -240,8 +240,9 @@ enum Plan {
 /// Borrow a connection to `address` for `key`: an idle one, a new one, or (when the backend's
 /// share is in use) the next one given back, waiting up to `wait_timeout`. Idle connections
 /// opened before the backend's current `epoch` (it went down since) are closed, not lent.
-/// `params` is only called when a new connection is opened.
+/// `params` is only called when a new connection is opened; `counts` are the process's.
 pub async fn acquire(
+    counts: &AllPoolCounts,
     address: &str,
     key: &PoolKey,
     params: impl FnOnce() -> LoginParams,
@@ -254,7 +255,7 @@ pub async fn acquire(
         let (plan, limit, expired) = WORKER.with(|w| {
             let mut w = w.borrow_mut();
             let limit = share(settings.max_connections, w.index, w.count);
-            let b = pool_of(&mut w, address);
+            let b = pool_of(&mut w, address, counts);
             let r = plan(b, key, settings, epoch, address, limit);
             b.publish();
             r
@@ -285,9 +286,7 @@ pub async fn acquire(
                     .await
                     .is_err()
                 {
-                    counts_for(address)
-                        .exhausted
-                        .fetch_add(1, Ordering::Relaxed);
+                    counts.of(address).exhausted.fetch_add(1, Ordering::Relaxed);
                     return Err(PoolError::Exhausted {
                         address: address.to_string(),
                         max: limit,
@@ -369,11 +368,14 @@ pub fn release(mut conn: Box<Pooled>) {
     put_idle(conn);
 }
 
+/// Back into the pool that lent it (on this worker: a session and its connections stay on one).
+/// A connection whose pool is not here is closed.
 fn put_idle(conn: Box<Pooled>) {
-    let address = conn.address.clone();
     WORKER.with(|w| {
         let mut w = w.borrow_mut();
-        let b = pool_of(&mut w, &address);
+        let Some((_, b)) = w.backends.iter_mut().find(|(a, _)| *a == conn.address) else {
+            return;
+        };
         b.idle.push(Idle {
             conn,
             since: Instant::now(),

@@ -56,6 +56,16 @@ fn route(
     (route.destination, route.to_string())
 }
 
+/// (statement, what holds the session, Lua's backend, the writes, where it goes, the reason).
+type Case<'a> = (
+    &'a str,
+    Held,
+    Option<usize>,
+    &'a Writes,
+    Destination,
+    &'a str,
+);
+
 #[test]
 fn each_rule_in_its_order() {
     let c = config(&[]);
@@ -68,7 +78,7 @@ fn each_rule_in_its_order() {
     };
     let replica = Destination::Backend(1);
     let primary = Destination::Backend(PRIMARY);
-    let cases: &[(&str, Held, Option<usize>, &Writes, Destination, &str)] = &[
+    let cases: &[Case<'_>] = &[
         (
             "SELECT 1",
             pinned(),

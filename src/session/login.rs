@@ -4,7 +4,6 @@
 //! server connection, as that user). Each phase is a function that runs its Lua hook when the
 //! script has one; the packets and checks of a login are in `crate::login`.
 
-use super::admission::ConnectionSlot;
 use super::outcome::{CommandError, Kind};
 use super::{Session, SessionHandle, Shared};
 use crate::backend::{Secret, SessionState};
@@ -17,6 +16,7 @@ use crate::protocol::handshake::{Greeting, HandshakeResponse};
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
 use crate::route::{Reason, Route};
 use crate::script::{ConnView, Decision, ScriptHandle, ServerView, LOAD_FAILED};
+use crate::shared::admission::{ConnectionSlot, UserSlot};
 use crate::tls::Stream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -149,7 +149,7 @@ struct Accepted {
     user: User,
     /// The sequence id of Weiche's next packet.
     seq: u8,
-    user_slot: super::admission::UserSlot,
+    user_slot: UserSlot,
 }
 
 impl NewClient<'_> {

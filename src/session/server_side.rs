@@ -277,7 +277,7 @@ impl Session {
         let key = self.pool_key();
         let acquired = tokio::select! {
             biased;
-            r = pool::acquire(address, &key, || self.backend_params(), settings, epoch) => r,
+            r = pool::acquire(&self.shared.pool_counts, address, &key, || self.backend_params(), settings, epoch) => r,
             e = super::watchdog::watchdog(&table, i, epoch, None) => {
                 tracing::warn!("gave up connecting: {e}");
                 return Err(CommandError::unreachable(format!("{e} while connecting")));

@@ -37,21 +37,45 @@ impl Reloaded {
     }
 }
 
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the command line no longer parses: {0}")]
+    Flags(String),
+    #[error("Weiche was started without --config or --defaults-file: there is no file to re-read")]
+    NoFile,
+    #[error(transparent)]
+    Invalid(#[from] crate::config::ConfigError),
+}
+
 fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
     format!("{a:?}") != format!("{b:?}")
 }
 
 impl Shared {
-    /// Re-read the configuration (the same flags and files as at start).
-    pub fn reload(&self) -> Result<Reloaded, String> {
-        let cli = Cli::try_parse_from(std::env::args_os()).map_err(|e| e.to_string())?;
-        if cli.config.is_none() && cli.defaults_file.is_none() {
-            return Err(
-                "Weiche was started without --config or --defaults-file: there is no file to re-read"
-                    .into(),
-            );
+    /// Reload and log what happened, once (SIGHUP, RELOAD CONFIG); the summary of what changed.
+    pub fn reload_logged(&self, why: &str) -> Result<String, ReloadError> {
+        match self.reload() {
+            Ok(r) => {
+                let summary = r.summary();
+                tracing::info!("{why}: {summary}");
+                Ok(summary)
+            }
+            Err(e) => {
+                tracing::error!("{why}: the configuration is refused, the running one stays: {e}");
+                Err(e)
+            }
         }
-        let new = LoadedConfig::load(cli).map_err(|e| e.to_string())?.config;
+    }
+
+    /// Re-read the configuration (the same flags and files as at start).
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let cli = Cli::try_parse_from(std::env::args_os())
+            .map_err(|e| ReloadError::Flags(e.to_string()))?;
+        if cli.config.is_none() && cli.defaults_file.is_none() {
+            return Err(ReloadError::NoFile);
+        }
+        let new = LoadedConfig::load(cli)?.config;
         let old = self.config();
         let mut r = Reloaded::default();
         self.apply_backends(&old, &new, &mut r);
