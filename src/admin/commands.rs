@@ -1,8 +1,8 @@
 //! The admin port's commands and their answers (text result sets, OK or ERR payloads).
 
+use super::table;
 use crate::backend::{State, Writer};
 use crate::protocol::constants::{errcode, status};
-use crate::protocol::resultset::string_result;
 use crate::protocol::{err_payload, ok_payload, ErrPacket};
 use crate::shared::Shared;
 use bytes::BytesMut;
@@ -58,10 +58,6 @@ const HELP: &[(&str, &str)] = &[
         "where the statement would go for a new session, and why",
     ),
 ];
-
-pub(super) fn table(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Vec<BytesMut> {
-    string_result(columns, &rows, false, status::AUTOCOMMIT)
-}
 
 fn err(code: u16, msg: impl Into<String>) -> Vec<BytesMut> {
     vec![err_payload(&ErrPacket::new(code, "HY000", msg))]

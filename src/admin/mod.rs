@@ -228,3 +228,13 @@ fn open_script(
         }
     }
 }
+
+/// An admin answer: a text result set with these columns and rows.
+pub(crate) fn table(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Vec<bytes::BytesMut> {
+    crate::protocol::resultset::string_result(
+        columns,
+        &rows,
+        false,
+        crate::protocol::constants::status::AUTOCOMMIT,
+    )
+}

@@ -1,6 +1,6 @@
 //! The admin port's statistics tables: SHOW POOLS, SHOW CACHE, SHOW QUERY DIGESTS.
 
-use super::commands::table;
+use super::table;
 use crate::metrics::RouteLabel;
 use crate::shared::Shared;
 use bytes::BytesMut;

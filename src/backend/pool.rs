@@ -7,13 +7,14 @@
 //! brought to the session's state (see `state`).
 
 use super::connection::{BackendError, LoginParams, ServerConnection};
+pub use crate::config::PoolSettings;
 use crate::protocol::constants::errcode;
 use crate::protocol::ErrPacket;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Notify;
 
 /// Which connections can stand in for each other.
@@ -22,27 +23,6 @@ pub struct PoolKey {
     pub user: String,
     pub charset: u8,
     pub capabilities: u32,
-}
-
-/// Pool limits for one backend (the whole process's share; each worker gets its part).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PoolSettings {
-    pub max_connections: usize,
-    pub min_idle: usize,
-    pub idle_timeout: Duration,
-    /// How long a command waits for a connection when the backend's are all in use.
-    pub wait_timeout: Duration,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        PoolSettings {
-            max_connections: 100,
-            min_idle: 0,
-            idle_timeout: Duration::from_secs(60),
-            wait_timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 /// Why no connection could be had.

@@ -14,7 +14,7 @@ pub use cache::{CacheRule, CacheStore, Caching, Server as CacheServer};
 pub use cli::{Cli, LoadedConfig};
 pub use limits::Limits;
 pub use monitor::Monitoring;
-pub use routing::{Consistency, PoolMode, Pooling, Routing, Rule, RuleTarget};
+pub use routing::{Consistency, PoolMode, PoolSettings, Pooling, Routing, Rule, RuleTarget};
 pub use tls::{BackendTls, BackendTlsMode, Tls};
 
 use crate::protocol::auth::{self, Stage2};

@@ -1,7 +1,6 @@
 //! The routing, pooling and rule sections of the config file, and their validation.
 
 use super::{invalid, ConfigError};
-use crate::backend::PoolSettings;
 pub use crate::sql::Consistency;
 use regex_lite::Regex;
 use serde::Deserialize;
@@ -104,6 +103,27 @@ pub struct Rule {
     pub target: RuleTarget,
     /// "rule 2", for reasons and logs.
     pub name: String,
+}
+
+/// Pool limits for one backend (the whole process's share; each worker gets its part).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub max_connections: usize,
+    pub min_idle: usize,
+    pub idle_timeout: Duration,
+    /// How long a command waits for a connection when the backend's are all in use.
+    pub wait_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 100,
+            min_idle: 0,
+            idle_timeout: Duration::from_secs(60),
+            wait_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Pooling as configured.

@@ -113,7 +113,7 @@ impl Session {
             Some(Wait::PrimaryNow) => match self.primary_position().await {
                 Some(p) => Some(p),
                 // The primary's position is unknown: only the primary is consistent.
-                None => return self.connect_to_primary(route, insert_id, None).await,
+                None => return self.connect_when_behind(route, insert_id, None).await,
             },
         };
         if self
@@ -122,12 +122,12 @@ impl Session {
         {
             return Ok(());
         }
-        self.connect_to_primary(route, insert_id, position.as_ref())
+        self.connect_when_behind(route, insert_id, position.as_ref())
             .await
     }
 
     /// The replica could not serve the read consistently: `route::when_behind` says who does.
-    async fn connect_to_primary(
+    async fn connect_when_behind(
         &mut self,
         route: &Route,
         insert_id: bool,
