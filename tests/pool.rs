@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{opts, primary, replicas, table, Weiche};
+use common::{opts, primary, replicas, table, PrivateUser, Weiche};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,8 +23,8 @@ fn run_for() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Connections the app user holds on a backend, seen by root (`except`: the test's own).
-async fn app_connections(addr: &str, except: u32) -> usize {
+/// Connections `user` holds on a backend, seen by root (`except`: the test's own).
+async fn connections_of(user: &str, addr: &str, except: u32) -> usize {
     let (host, port) = common::host_port(addr);
     let o = mysql_async::OptsBuilder::default()
         .ip_or_hostname(host)
@@ -34,7 +34,7 @@ async fn app_connections(addr: &str, except: u32) -> usize {
     let mut c = Conn::new(o).await.expect("root connection");
     let n: usize = c
         .query_first(format!(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app' AND ID <> {except}"
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}' AND ID <> {except}"
         ))
         .await
         .unwrap()
@@ -45,9 +45,19 @@ async fn app_connections(addr: &str, except: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_share_few_server_connections() {
+    // An account of the test's own: the connections counted are this Weiche's only.
+    let user = PrivateUser::new("pool");
     let w = Weiche::start_config(&format!(
-        "[pool]\nmax_connections = {MAX_PER_BACKEND}\nwait_timeout = 10\n"
+        "[[users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
+         [pool]\nmax_connections = {MAX_PER_BACKEND}\nwait_timeout = 10\n",
+        user.name, user.password
     ));
+    let client_opts = |addr: &str| -> mysql_async::Opts {
+        mysql_async::OptsBuilder::from_opts(opts(addr))
+            .user(Some(user.name.clone()))
+            .pass(Some(user.password.clone()))
+            .into()
+    };
     let t = table("pool_load");
     let mut setup = Conn::new(opts(&primary())).await.unwrap();
     setup
@@ -70,10 +80,10 @@ async fn many_clients_share_few_server_connections() {
     let done = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for k in 0..CLIENTS {
-        let (addr, t) = (w.addr(), t.clone());
+        let (o, t) = (client_opts(&w.addr()), t.clone());
         let (committed, queries) = (committed.clone(), queries.clone());
         tasks.push(tokio::spawn(async move {
-            let mut c = Conn::new(opts(&addr)).await.expect("connect");
+            let mut c = Conn::new(o).await.expect("connect");
             let select = c
                 .prep(format!("SELECT v FROM {t} WHERE id = ?"))
                 .await
@@ -131,11 +141,12 @@ async fn many_clients_share_few_server_connections() {
     let setup_id = setup.id();
     let watch = {
         let done = done.clone();
+        let name = user.name.clone();
         tokio::spawn(async move {
             let mut max = vec![0usize; 3];
             while !done.load(Ordering::Relaxed) {
                 for (i, addr) in std::iter::once(primary()).chain(replicas()).enumerate() {
-                    max[i] = max[i].max(app_connections(&addr, setup_id).await);
+                    max[i] = max[i].max(connections_of(&name, &addr, setup_id).await);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -349,6 +349,58 @@ pub fn table(prefix: &str) -> String {
     )
 }
 
+/// An account of the test's own on the sandbox (`<prefix>_<pid>_<n>`, with the app's rights
+/// on its database), so that a test can count what that account holds on a backend while
+/// other Weiches and test runs use the machine. Dropped from the primary on `Drop`.
+pub struct PrivateUser {
+    pub name: String,
+    pub password: String,
+}
+
+impl PrivateUser {
+    pub fn new(prefix: &str) -> PrivateUser {
+        let name = table(prefix);
+        let password = format!("{name}-secret");
+        let db = "weiche";
+        let sql = format!(
+            "CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'; \
+             CREATE USER '{name}'@'127.0.0.1' IDENTIFIED BY '{password}'; \
+             GRANT ALL PRIVILEGES ON `{db}`.* TO '{name}'@'%', '{name}'@'127.0.0.1'"
+        );
+        let out = mariadb_cli(&primary(), "root", "", &[], &sql);
+        assert!(
+            out.status.success(),
+            "create user: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Accounts replicate: wait until every replica knows it.
+        for r in replicas() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let q = format!("SELECT COUNT(*) FROM mysql.user WHERE User = '{name}'");
+                let out = mariadb_cli(&r, "root", "", &["-N"], &q);
+                if String::from_utf8_lossy(&out.stdout).trim() == "2" {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} did not reach replica {r}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        PrivateUser { name, password }
+    }
+}
+
+impl Drop for PrivateUser {
+    fn drop(&mut self) {
+        let name = &self.name;
+        let sql = format!("DROP USER IF EXISTS '{name}'@'%', '{name}'@'127.0.0.1'");
+        let _ = mariadb_cli(&primary(), "root", "", &[], &sql);
+    }
+}
+
 /// `2026-11-26T07:17:59.889117Z` as a SystemTime.
 pub fn parse_log_time(s: &str) -> Option<std::time::SystemTime> {
     let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
