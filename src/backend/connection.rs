@@ -8,8 +8,8 @@ use super::state::{ConnState, SessionState};
 use crate::config::BackendTls;
 use crate::protocol::auth::{self, Stage1};
 use crate::protocol::basic::ErrPacket;
+use crate::protocol::constants::cap;
 use crate::protocol::constants::com;
-use crate::protocol::constants::{cap, errcode};
 use crate::protocol::handshake::{AuthSwitch, Greeting, HandshakeResponse};
 use crate::protocol::{Framed, OkPacket, ProtocolError};
 use crate::tls::Stream;
@@ -110,21 +110,6 @@ pub enum BackendError {
         plugin: String,
         why: &'static str,
     },
-}
-
-impl BackendError {
-    /// The ERR packet a client sees for this failure. A server's own refusal (unknown database,
-    /// access denied, too many connections) reaches the client unchanged.
-    pub fn to_client_error(&self) -> ErrPacket {
-        match self {
-            BackendError::Refused { err, .. } => err.clone(),
-            other => ErrPacket::new(
-                errcode::ER_BACKEND_UNREACHABLE,
-                "HY000",
-                format!("Weiche: {other}"),
-            ),
-        }
-    }
 }
 
 /// An open, logged-in connection to a backend.

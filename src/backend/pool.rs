@@ -8,8 +8,6 @@
 
 use super::connection::{BackendError, LoginParams, ServerConnection};
 pub use crate::config::PoolSettings;
-use crate::protocol::constants::errcode;
-use crate::protocol::ErrPacket;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -32,19 +30,6 @@ pub enum PoolError {
     Backend(#[from] BackendError),
     #[error("too many connections to backend {address} (max {max} per worker); try again")]
     Exhausted { address: String, max: usize },
-}
-
-impl PoolError {
-    pub fn to_client_error(&self) -> ErrPacket {
-        match self {
-            PoolError::Backend(e) => e.to_client_error(),
-            PoolError::Exhausted { .. } => ErrPacket::new(
-                errcode::ER_CON_COUNT_ERROR,
-                "HY000",
-                format!("Weiche: {self}"),
-            ),
-        }
-    }
 }
 
 /// A server connection lent out by a pool, with the pool's bookkeeping beside it: which

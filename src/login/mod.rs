@@ -68,9 +68,20 @@ pub async fn switch_to_native(
     seq: u8,
     scramble: &[u8],
 ) -> Result<(Vec<u8>, u8), ProtocolError> {
+    switch_plugin(client, seq, NATIVE_PASSWORD, scramble).await
+}
+
+/// Ask the client to answer with `plugin` against `scramble` (an auth switch); returns the
+/// answer and the sequence id of the next packet Weiche sends.
+pub async fn switch_plugin(
+    client: &mut Framed<Stream>,
+    seq: u8,
+    plugin: &[u8],
+    scramble: &[u8],
+) -> Result<(Vec<u8>, u8), ProtocolError> {
     let mut buf = BytesMut::new();
     AuthSwitch {
-        plugin: NATIVE_PASSWORD.to_vec(),
+        plugin: plugin.to_vec(),
         data: scramble.to_vec(),
     }
     .encode(&mut buf);

@@ -13,10 +13,9 @@ use crate::protocol::caching_sha2::{
     REQUEST_PUBLIC_KEY,
 };
 use crate::protocol::constants::errcode;
-use crate::protocol::handshake::{AuthSwitch, HandshakeResponse};
+use crate::protocol::handshake::HandshakeResponse;
 use crate::protocol::{ErrPacket, Framed, ProtocolError};
 use crate::tls::Stream;
-use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -110,15 +109,7 @@ pub async fn login(
         }
         // No answer yet: Connector/C (the mariadb CLI) does not show the greeting's challenge
         // to a plugin other than the greeting's. A switch to the same plugin gives it one.
-        let mut buf = BytesMut::new();
-        AuthSwitch {
-            plugin: CACHING_SHA2.to_vec(),
-            data: scramble.to_vec(),
-        }
-        .encode(&mut buf);
-        client.send(seq, &buf).await?;
-        let reply = client.read_packet(MAX_LOGIN_PACKET).await?;
-        (reply.payload.to_vec(), reply.seq.wrapping_add(1))
+        super::switch_plugin(client, seq, CACHING_SHA2, scramble).await?
     } else {
         (answer, seq)
     };

@@ -59,7 +59,9 @@ impl Route {
     pub fn current(reason: Reason) -> Route {
         Route {
             destination: Destination::Current,
-            ..Route::to(0, reason)
+            reason,
+            fell_back: false,
+            wait: None,
         }
     }
 }

@@ -169,7 +169,7 @@ pub(super) async fn run_kill(
             )
             .await?;
         }
-        Err(e) => reply_err(s, seq, e.to_client_error()).await?,
+        Err(e) => s.refuse(seq, e.into()).await?,
     }
     if query {
         Ok(Next::Continue)

@@ -219,12 +219,22 @@ impl From<RelayError> for CommandError {
     }
 }
 
+impl From<crate::backend::BackendError> for CommandError {
+    /// A server's own refusal (unknown database, access denied, too many connections) reaches
+    /// the client unchanged; any other failure to connect makes the backend unreachable.
+    fn from(e: crate::backend::BackendError) -> Self {
+        match e {
+            crate::backend::BackendError::Refused { err, .. } => CommandError::server(err),
+            e => CommandError::unreachable(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::backend::PoolError> for CommandError {
     fn from(e: crate::backend::PoolError) -> Self {
-        use crate::backend::{BackendError, PoolError};
+        use crate::backend::PoolError;
         match e {
-            PoolError::Backend(BackendError::Refused { err, .. }) => CommandError::server(err),
-            PoolError::Backend(e) => CommandError::unreachable(e.to_string()),
+            PoolError::Backend(e) => e.into(),
             e @ PoolError::Exhausted { .. } => CommandError {
                 kind: Kind::Exhausted(e.to_string()),
                 side: Side::Backend,
