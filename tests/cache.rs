@@ -7,6 +7,7 @@
 mod common;
 
 use common::memcached::Memcached;
+use common::raw::{is_err, Raw};
 use common::{admin_opts, admin_port, opts, primary, table, Weiche};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -140,6 +141,57 @@ async fn a_hit_follows_a_miss_and_writes_through_weiche_invalidate() {
     assert_eq!(count(&w, "misses").await, misses + 2, "flushed");
     let bad = a.query_drop("FLUSH CACHE nodot").await;
     assert!(bad.is_err());
+}
+
+/// The one INT value of a binary result set's single row (header, null bitmap, value).
+fn binary_int(packets: &[Vec<u8>]) -> i32 {
+    let row = packets
+        .iter()
+        .find(|p| p.len() == 6 && p[0] == 0)
+        .unwrap_or_else(|| panic!("no row in {packets:?}"));
+    i32::from_le_bytes([row[2], row[3], row[4], row[5]])
+}
+
+/// libmariadb and mysqlnd send parameter types with a statement's first execute only. When that
+/// execute is answered from the cache, the server statement never saw them: the next execute
+/// that misses must carry them, or the server refuses it (ERR 1210).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_execute_answered_from_the_cache_still_gives_the_server_its_types() {
+    let w = Weiche::start_config(ADMIN);
+    let mut c = Conn::new(opts(&w.addr())).await.expect("connect");
+    let t = table("cache_types");
+    setup(&mut c, &t, 3).await;
+    let sql = format!("/* weiche:cache ttl=60 */ SELECT v FROM {t} WHERE id = ?");
+    // The same client flavour fills the cache (the result's shape is part of the key).
+    let mut filler = Raw::login(&w.addr(), &common::app_user(), &common::app_password(), 0).await;
+    let (id, _) = filler.prepare(&sql).await;
+    assert_eq!(
+        binary_int(&filler.execute(id, &[1], true).await),
+        7,
+        "fills the cache"
+    );
+    let hits = count(&w, "hits").await;
+
+    let mut r = Raw::login(&w.addr(), &common::app_user(), &common::app_password(), 0).await;
+    let (id, params) = r.prepare(&sql).await;
+    assert_eq!(params, 1);
+    let first = r.execute(id, &[1], true).await;
+    assert_eq!(binary_int(&first), 7, "the hit");
+    assert_eq!(
+        count(&w, "hits").await,
+        hits + 1,
+        "the first execute was a hit"
+    );
+    for (key, want) in [(2, 14), (3, 21), (1, 7)] {
+        let next = r.execute(id, &[key], false).await;
+        assert!(
+            !is_err(&next[0]),
+            "id {key}: {:?}",
+            String::from_utf8_lossy(&next[0])
+        );
+        assert_eq!(binary_int(&next), want, "id {key}");
+    }
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,9 @@
 use super::cached::Step;
 use super::outcome::{CommandError, Kind, Next, Retry};
 use super::relay::{RelayError, Rewrite};
-use super::stmt::{execute_info, rewrite_execute, rewrite_id, statement_id, ClientStatement};
+use super::stmt::{
+    execute_info, execute_params, rewrite_execute, rewrite_id, statement_id, ClientStatement,
+};
 use super::Session;
 use crate::protocol::constants::{com, errcode, status};
 use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect};
@@ -182,6 +184,14 @@ async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError
         return execute(s, cmd, false).await.map(|_| ());
     };
     let info = execute_info(&cmd.payload, st.params);
+    // Types sent now are in force from now on, also when the cache answers this execute: the
+    // next one that reaches a server must carry them (see execute_on).
+    if let (Some(t), Some(cur)) = (
+        info.as_ref().and_then(|i| i.types.clone()),
+        s.stmts.get_mut(id),
+    ) {
+        cur.types = Some(t);
+    }
     let fill = match &info {
         Some(i)
             if s.shared.cache.is_some()
@@ -190,15 +200,12 @@ async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError
                 && !i.cursor
                 && !s.pins.long_data.contains(&id) =>
         {
-            // Without types in this execute, the ones bound before give the values meaning.
             let types = i.types.as_ref().or(st.types.as_ref());
-            let params = [
-                &cmd.payload[5..],
-                b"\0types",
-                types.map_or(&[][..], |t| &t[..]),
-            ]
-            .concat();
-            match s.cache_step(&st.sql, Some(&params)).await? {
+            let Some(values) = execute_params(&cmd.payload, st.params, types.map(|t| &t[..]))
+            else {
+                return execute(s, cmd, false).await.map(|_| ());
+            };
+            match s.cache_step(&st.sql, Some(&values)).await? {
                 Step::Answered => return Ok(()),
                 Step::Run(fill) => fill,
             }

@@ -86,6 +86,27 @@ pub fn execute_info(payload: &[u8], params: u16) -> Option<ExecuteInfo> {
     Some(info)
 }
 
+/// What makes one execution's result: its null bitmap, the parameter types in force (sent now or
+/// bound before) and the values; the same whether this execute sends the types or relies on
+/// earlier ones, so both find the same cache entry. `None` when the packet is too short.
+pub fn execute_params(payload: &[u8], params: u16, types: Option<&[u8]>) -> Option<Vec<u8>> {
+    if params == 0 {
+        return Some(Vec::new());
+    }
+    let nb = usize::from(params).div_ceil(8);
+    let bound_at = 10 + nb;
+    let values_at = match *payload.get(bound_at)? {
+        1 => bound_at + 1 + 2 * usize::from(params),
+        _ => bound_at + 1,
+    };
+    let types = types.unwrap_or_default();
+    let mut out = Vec::with_capacity(nb + types.len() + payload.len().saturating_sub(values_at));
+    out.extend_from_slice(payload.get(10..bound_at)?);
+    out.extend_from_slice(types);
+    out.extend_from_slice(payload.get(values_at..)?);
+    Some(out)
+}
+
 /// The execute packet for the server: its statement id, and the types inserted when the client
 /// relies on types the server statement has not seen.
 pub fn rewrite_execute(payload: &[u8], server_id: u32, params: u16, types: Option<&[u8]>) -> Bytes {
@@ -133,5 +154,15 @@ mod tests {
         let info = execute_info(&out, 1).unwrap();
         assert_eq!(info.types.as_deref(), Some(&[8u8, 0][..]));
         assert!(execute_info(&[0x17, 1], 1).is_none());
+        // The cache sees one execution whether the types come with it or before it.
+        assert_eq!(
+            execute_params(&p, 1, Some(&[8, 0])),
+            execute_params(&out, 1, Some(&[8, 0]))
+        );
+        assert_ne!(
+            execute_params(&p, 1, Some(&[8, 0])),
+            execute_params(&p, 1, Some(&[8, 0x80])),
+            "signed and unsigned differ"
+        );
     }
 }

@@ -117,6 +117,71 @@ impl Raw {
     }
 }
 
+impl Raw {
+    /// COM_STMT_PREPARE; the statement id and its parameter count (panics on an error).
+    pub async fn prepare(&mut self, sql: &str) -> (u32, u16) {
+        let mut p = vec![0x16u8];
+        p.extend_from_slice(sql.as_bytes());
+        self.send(&p).await;
+        let ok = self.read().await.payload;
+        assert_eq!(
+            ok.first(),
+            Some(&0),
+            "prepare failed: {:?}",
+            String::from_utf8_lossy(&ok)
+        );
+        let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+        let columns = u16::from_le_bytes([ok[5], ok[6]]);
+        let params = u16::from_le_bytes([ok[7], ok[8]]);
+        for n in [params, columns] {
+            if n > 0 {
+                self.read_until(is_eof).await;
+            }
+        }
+        (id, params)
+    }
+
+    /// COM_STMT_EXECUTE of statement `id` with LONGLONG parameters; the types are sent only
+    /// when `send_types` (as libmariadb and mysqlnd do after the first execute). The packets
+    /// of the response: one ERR or OK, or the whole binary result set.
+    pub async fn execute(&mut self, id: u32, values: &[i64], send_types: bool) -> Vec<Vec<u8>> {
+        let mut p = vec![0x17u8];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(0); // no cursor
+        p.extend_from_slice(&1u32.to_le_bytes());
+        if !values.is_empty() {
+            p.extend(std::iter::repeat_n(0u8, values.len().div_ceil(8)));
+            p.push(u8::from(send_types));
+            if send_types {
+                for _ in values {
+                    p.extend_from_slice(&[8, 0]);
+                }
+            }
+            for v in values {
+                p.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        self.send(&p).await;
+        let first = self.read().await.payload.to_vec();
+        if matches!(first.first(), Some(0x00) | Some(0xff)) {
+            return vec![first];
+        }
+        let mut out = vec![first];
+        let mut eofs = 0;
+        while eofs < 2 {
+            let p = self.read().await.payload.to_vec();
+            if is_eof(&p) {
+                eofs += 1;
+            }
+            if is_err(&p) {
+                eofs = 2;
+            }
+            out.push(p);
+        }
+        out
+    }
+}
+
 pub fn is_eof(p: &[u8]) -> bool {
     p.first() == Some(&0xfe) && p.len() < 9
 }
