@@ -215,6 +215,21 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// Whether a quiet connection has heard from its peer: closed (EOF, reset) or sent
+    /// something nobody asked for (a server's ERR before it closes). Either way it is of no
+    /// further use. Never waits: one non-blocking peek at the socket.
+    pub fn peer_spoke(&self) -> bool {
+        let tcp = match self {
+            Stream::Tcp(t) => t,
+            Stream::Tls(t) => t.get_ref().0,
+            Stream::Gone => return true,
+        };
+        let mut buf = [0u8; 1];
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut read = tokio::io::ReadBuf::new(&mut buf);
+        !matches!(tcp.poll_peek(&mut cx, &mut read), std::task::Poll::Pending)
+    }
+
     /// Take the TCP stream for an upgrade, leaving `Gone`.
     fn take_tcp(&mut self) -> io::Result<TcpStream> {
         match std::mem::replace(self, Stream::Gone) {

@@ -157,7 +157,7 @@ fn binary_int(packets: &[Vec<u8>]) -> i32 {
 /// that misses must carry them, or the server refuses it (ERR 1210).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_execute_answered_from_the_cache_still_gives_the_server_its_types() {
-    let w = Weiche::start_config(ADMIN);
+    let w = Weiche::start_primary_config(ADMIN);
     let mut c = Conn::new(opts(&w.addr())).await.expect("connect");
     let t = table("cache_types");
     setup(&mut c, &t, 3).await;
@@ -192,6 +192,25 @@ async fn a_first_execute_answered_from_the_cache_still_gives_the_server_its_type
         assert_eq!(binary_int(&next), want, "id {key}");
     }
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
+/// An execute that binds values without ever sending their types crashes MariaDB 10.11
+/// (signal 11 in Item_param::convert_str_value): Weiche answers it with the server's ERR 1210
+/// itself, and the server stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execute_without_any_types_never_reaches_a_server() {
+    let w = Weiche::start();
+    let mut r = Raw::login(&w.addr(), &common::app_user(), &common::app_password(), 0).await;
+    let (id, _) = r.prepare("SELECT ? + 1").await;
+    let e = r.execute(id, &[1], false).await;
+    assert!(is_err(&e[0]), "{e:?}");
+    assert_eq!(u16::from_le_bytes([e[0][1], e[0][2]]), 1210);
+    let ok = r.execute(id, &[41], true).await;
+    assert!(!is_err(&ok[0]), "the session goes on: {ok:?}");
+    let mut c = Conn::new(opts(&primary()))
+        .await
+        .expect("the primary is up");
+    c.query_drop("DO 1").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

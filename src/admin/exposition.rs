@@ -107,6 +107,21 @@ pub fn families(shared: &Shared, out: &mut String) {
         );
     }
 
+    head(
+        out,
+        "weiche_pool_retired_total",
+        "counter",
+        "Idle connections closed instead of lent: closed by their server, past pool.max_lifetime, or older than a change of the server's globals.",
+    );
+    for (address, c) in &pools {
+        let _ = writeln!(
+            out,
+            "weiche_pool_retired_total{{backend=\"{}\"}} {}",
+            escape(address),
+            c.retired.load(Relaxed)
+        );
+    }
+
     let mut pinned: BTreeMap<String, u64> = BTreeMap::new();
     for (_, h) in shared.registry.list() {
         let pins = h.pins();

@@ -25,6 +25,7 @@ pub fn pools(shared: &Shared) -> Vec<BytesMut> {
                 Some(c.opened.load(Relaxed).to_string()),
                 Some(c.waits.load(Relaxed).to_string()),
                 Some(c.exhausted.load(Relaxed).to_string()),
+                Some(c.retired.load(Relaxed).to_string()),
             ]
         })
         .collect();
@@ -38,6 +39,7 @@ pub fn pools(shared: &Shared) -> Vec<BytesMut> {
             "opened_total",
             "waits",
             "exhausted",
+            "retired",
         ],
         rows,
     )

@@ -64,6 +64,9 @@ pub struct Live {
     state: AtomicU8,
     /// Bumped whenever the backend goes down: pooled connections from before are not reused.
     pub epoch: AtomicU64,
+    /// Bumped whenever the server's global variables change (seen by the monitor, or set
+    /// through Weiche): pooled connections that logged in before carry the old defaults.
+    globals: AtomicU64,
     report: Mutex<Report>,
     /// The GTID position it is known to have applied (from the monitor and from waits).
     known: Mutex<GtidPos>,
@@ -75,6 +78,7 @@ impl Live {
             role: AtomicU8::new(role as u8),
             state: AtomicU8::new(State::Up as u8),
             epoch: AtomicU64::new(0),
+            globals: AtomicU64::new(0),
             report: Mutex::new(Report::default()),
             known: Mutex::new(GtidPos::default()),
         }
@@ -284,5 +288,20 @@ impl BackendTable {
 
     pub fn epoch(&self, i: usize) -> u64 {
         self.backends[i].live.epoch.load(Ordering::Acquire)
+    }
+
+    /// What backend `i`'s pooled connections are measured against before they are lent.
+    pub fn generation(&self, i: usize) -> crate::backend::pool::Generation {
+        let live = &self.backends[i].live;
+        crate::backend::pool::Generation {
+            down: live.epoch.load(Ordering::Acquire),
+            globals: live.globals.load(Ordering::Acquire),
+        }
+    }
+
+    /// Backend `i`'s global variables changed: no connection that logged in before is lent to
+    /// a session again.
+    pub fn globals_changed(&self, i: usize) {
+        self.backends[i].live.globals.fetch_add(1, Ordering::AcqRel);
     }
 }

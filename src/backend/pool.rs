@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Which connections can stand in for each other.
@@ -32,16 +32,27 @@ pub enum PoolError {
     Exhausted { address: String, max: usize },
 }
 
+/// What a backend's idle connections are measured against when one is lent: a connection
+/// opened before the backend last went down (`down`) is not reused, nor one that logged in
+/// before the server's global variables last changed (`globals`: its session defaults are the
+/// old globals, which a new session must not inherit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Generation {
+    pub down: u64,
+    pub globals: u64,
+}
+
 /// A server connection lent out by a pool, with the pool's bookkeeping beside it: which
-/// connections it can stand in for, its place in the worker's count, and the backend's
-/// down-count when it was opened (one from before a failure is not reused). Sessions use it as
-/// the connection it wraps.
+/// connections it can stand in for, its place in the worker's count, the backend's generation
+/// when it was opened, and when that was (`pool.max_lifetime`). Sessions use it as the
+/// connection it wraps.
 #[derive(Debug)]
 pub struct Pooled {
     conn: ServerConnection,
     key: PoolKey,
     _slot: Slot,
-    epoch: u64,
+    generation: Generation,
+    born: Instant,
 }
 
 impl std::ops::Deref for Pooled {
@@ -108,6 +119,9 @@ pub struct PoolCounts {
     pub exhausted: AtomicU64,
     /// Server connections opened since start.
     pub opened: AtomicU64,
+    /// Idle connections closed instead of lent: their server had closed them, or they were
+    /// older than `pool.max_lifetime`, or the server's globals changed since they logged in.
+    pub retired: AtomicU64,
 }
 
 /// Every backend's `PoolCounts`, by address: one per running Weiche (in its `Shared`).
@@ -203,16 +217,17 @@ enum Plan {
 }
 
 /// Borrow a connection to `address` for `key`: an idle one, a new one, or (when the backend's
-/// share is in use) the next one given back, waiting up to `wait_timeout`. Idle connections
-/// opened before the backend's current `epoch` (it went down since) are closed, not lent.
-/// `params` is only called when a new connection is opened; `counts` are the process's.
+/// share is in use) the next one given back, waiting up to `wait_timeout`. Idle connections of
+/// an older `generation` (see `Generation`), past `max_lifetime`, or closed by their server are
+/// closed, not lent. `params` is only called when a new connection is opened; `counts` are the
+/// process's.
 pub async fn acquire(
     counts: &AllPoolCounts,
     address: &str,
     key: &PoolKey,
     params: impl FnOnce() -> LoginParams,
     settings: &PoolSettings,
-    epoch: u64,
+    generation: Generation,
 ) -> Result<Box<Pooled>, PoolError> {
     let mut params = Some(params);
     let deadline = tokio::time::Instant::now() + settings.wait_timeout;
@@ -221,7 +236,7 @@ pub async fn acquire(
             let mut w = w.borrow_mut();
             let limit = share(settings.max_connections, w.index, w.count);
             let b = pool_of(&mut w, address, counts);
-            let r = plan(b, key, settings, epoch, address, limit);
+            let r = plan(b, key, settings, generation, address, limit);
             b.publish();
             r
         });
@@ -241,7 +256,8 @@ pub async fn acquire(
                     conn: ServerConnection::connect(address, &params).await?,
                     key: key.clone(),
                     _slot: slot,
-                    epoch,
+                    generation,
+                    born: Instant::now(),
                 });
                 conn.setup().await?;
                 return Ok(conn);
@@ -269,19 +285,31 @@ fn plan(
     b: &mut BackendPool,
     key: &PoolKey,
     settings: &PoolSettings,
-    epoch: u64,
+    generation: Generation,
     address: &str,
     limit: usize,
 ) -> (Plan, usize, Vec<Box<Pooled>>) {
     let mut expired: Vec<Box<Pooled>> = prune(b, settings).into_iter().collect();
-    if b.idle.iter().any(|i| i.conn.epoch != epoch) {
-        let (keep, stale): (Vec<Idle>, Vec<Idle>) =
-            b.idle.drain(..).partition(|i| i.conn.epoch == epoch);
+    if b.idle
+        .iter()
+        .any(|i| i.conn.generation.down != generation.down)
+    {
+        let (keep, stale): (Vec<Idle>, Vec<Idle>) = b
+            .idle
+            .drain(..)
+            .partition(|i| i.conn.generation.down == generation.down);
         b.idle = keep;
         expired.extend(stale.into_iter().map(|i| i.conn));
     }
-    if let Some(i) = b.idle.iter().rposition(|i| &i.conn.key == key) {
-        return (Plan::Take(b.idle.swap_remove(i).conn), limit, expired);
+    while let Some(i) = b.idle.iter().rposition(|i| &i.conn.key == key) {
+        let idle = b.idle.swap_remove(i);
+        if let Some(why) = retire(&idle, settings, generation) {
+            tracing::debug!(backend = %address, "an idle connection is closed, not lent: {why}");
+            b.counts.retired.fetch_add(1, Ordering::Relaxed);
+            expired.push(idle.conn);
+            continue;
+        }
+        return (Plan::Take(idle.conn), limit, expired);
     }
     let slot = || Slot {
         address: address.to_string(),
@@ -300,6 +328,26 @@ fn plan(
     }
     b.counts.waits.fetch_add(1, Ordering::Relaxed);
     (Plan::Wait(b.waiters.clone()), limit, expired)
+}
+
+/// An idle connection is looked at (one non-blocking peek) before it is lent only when it has
+/// been quiet this long: a server closes a connection for wait_timeout (at least 1 s) or a
+/// KILL, and a connection given back a moment ago is almost never one of those. A hot pool
+/// lends without the system call.
+const QUIET_CHECK: Duration = Duration::from_millis(100);
+
+/// Why an idle connection must not be lent again, if it must not.
+fn retire(idle: &Idle, settings: &PoolSettings, generation: Generation) -> Option<&'static str> {
+    if idle.conn.generation.globals != generation.globals {
+        return Some("the server's global variables changed since it logged in");
+    }
+    if idle.conn.born.elapsed() >= settings.max_lifetime {
+        return Some("older than pool.max_lifetime");
+    }
+    if idle.since.elapsed() >= QUIET_CHECK && idle.conn.framed.io.peer_spoke() {
+        return Some("its server closed it (wait_timeout, a KILL)");
+    }
+    None
 }
 
 /// Close idle connections past their idle timeout, keeping `min_idle`. Returned so that they are

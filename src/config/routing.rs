@@ -32,6 +32,7 @@ pub struct FilePool {
     pub max_connections: Option<usize>,
     pub min_idle: Option<usize>,
     pub idle_timeout: Option<f64>,
+    pub max_lifetime: Option<f64>,
     pub wait_timeout: Option<f64>,
     pub mode: Option<PoolMode>,
     pub max_prepared_per_connection: Option<usize>,
@@ -111,6 +112,9 @@ pub struct PoolSettings {
     pub max_connections: usize,
     pub min_idle: usize,
     pub idle_timeout: Duration,
+    /// A connection this old is closed instead of lent again (HikariCP's maxLifetime): no
+    /// server connection lives forever with whatever it accumulated.
+    pub max_lifetime: Duration,
     /// How long a command waits for a connection when the backend's are all in use.
     pub wait_timeout: Duration,
 }
@@ -121,6 +125,7 @@ impl Default for PoolSettings {
             max_connections: 100,
             min_idle: 0,
             idle_timeout: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(1800),
             wait_timeout: Duration::from_secs(5),
         }
     }
@@ -217,6 +222,10 @@ pub fn pooling(f: &FilePool) -> Result<Pooling, ConfigError> {
             idle_timeout: match f.idle_timeout {
                 Some(s) => secs("pool.idle_timeout", s, false)?,
                 None => d.idle_timeout,
+            },
+            max_lifetime: match f.max_lifetime {
+                Some(s) => secs("pool.max_lifetime", s, false)?,
+                None => d.max_lifetime,
             },
             wait_timeout: match f.wait_timeout {
                 Some(s) => secs("pool.wait_timeout", s, false)?,

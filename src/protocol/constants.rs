@@ -123,6 +123,7 @@ pub mod errcode {
     pub const ER_HOST_IS_BLOCKED: u16 = 1129;
     pub const ER_TOO_MANY_USER_CONNECTIONS: u16 = 1203;
     pub const ER_MAX_PREPARED_STMT_COUNT_REACHED: u16 = 1461;
+    pub const ER_WRONG_ARGUMENTS: u16 = 1210;
     pub const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
     pub const ER_ACCESS_DENIED: u16 = 1045;
     pub const ER_UNKNOWN_COM: u16 = 1047;

@@ -49,7 +49,11 @@ pub(crate) async fn run(s: &mut Session) {
         // command.)
         let now = tokio::time::Instant::now();
         let release_at = s.client.holds_buffers().then(|| now + IDLE_RELEASE);
-        let idle_at = s.config.limits.idle_timeout.map(|t| last_command + t);
+        let idle_at = [s.config.limits.idle_timeout, s.wait_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| last_command + t);
         let wake = [hold_until, release_at, idle_at]
             .into_iter()
             .flatten()
@@ -69,7 +73,7 @@ pub(crate) async fn run(s: &mut Session) {
                     // command finds it gone and its library reconnects.
                     s.shared.metrics.limit(crate::metrics::Limit::IdleTimeout);
                     tracing::info!(
-                        "closing a session idle for {:?} (limits.idle_timeout)",
+                        "closing a session idle for {:?} (limits.idle_timeout, or the session's wait_timeout)",
                         last_command.elapsed()
                     );
                     return;
@@ -141,6 +145,17 @@ pub(crate) async fn run(s: &mut Session) {
                 return;
             }
         }
+    }
+}
+
+impl Session {
+    /// The wait_timeout this session set for itself (`SET wait_timeout = 5`): the server would
+    /// close it after that long without a command, and so does Weiche (its server connections
+    /// go back to the pool between commands, where the server's own timer never runs out).
+    fn wait_timeout(&self) -> Option<std::time::Duration> {
+        let v = self.state.vars.get(&b"wait_timeout"[..])?;
+        let secs: u64 = std::str::from_utf8(v).ok()?.trim().parse().ok()?;
+        Some(std::time::Duration::from_secs(secs.max(1)))
     }
 }
 

@@ -25,10 +25,15 @@ impl Session {
         retry
     }
 
-    /// The server connection failed while a command ran (and the command is not retried). The
-    /// client learns it from an ERR when none of the answer reached it yet; a session that held
-    /// a transaction or other state on that connection has lost it, and is closed after the ERR,
-    /// as a direct connection would be.
+    /// The server connection failed while a command ran (and the command is not retried).
+    ///
+    /// A session that held a transaction or other state on that connection has lost it: it is
+    /// closed without an answer, as the server closed it (what the server said before closing,
+    /// an ERR 1927 or 1053, reached the client as the answer to its command already). The
+    /// client's library reports the lost connection (CR 2013) and reconnects, as it would on a
+    /// direct connection; an ERR would leave it using a session whose state is gone. A session
+    /// without such state lost nothing: it gets an ERR that names the loss, and goes on. Weiche's
+    /// own query timeout is always explained by an ERR.
     pub async fn command_failed(
         &mut self,
         seq: u8,
@@ -40,13 +45,21 @@ impl Session {
             tracing::warn!("{e}, after part of the answer reached the client: closing");
             return Ok(Next::Close);
         }
-        let lost = if was_pinned {
+        let lost = matches!(e, RelayError::Server(_) | RelayError::Abandoned(_));
+        if was_pinned && lost {
+            tracing::warn!(
+                "{e}: the transaction and session state held on that server connection are gone \
+                 (nothing was replayed); closing the client connection, as the server did"
+            );
+            return Ok(Next::Close);
+        }
+        let held = if was_pinned {
             "; the transaction and session state held there are gone, and nothing was replayed"
         } else {
             ""
         };
-        tracing::warn!("{e}: the client gets an error{lost}");
-        let err = lost_during_command(e, lost);
+        tracing::warn!("{e}: the client gets an error{held}");
+        let err = lost_during_command(e, held);
         self.send_err(seq.wrapping_add(1), &err)
             .await
             .map_err(RelayError::Client)?;

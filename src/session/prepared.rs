@@ -309,6 +309,15 @@ async fn execute_on(
         (None, Some(t)) if server_types.as_ref() != Some(t) => Some(t.clone()),
         _ => None,
     };
+    if params > 0 && info.types.is_none() && st.types.is_none() && server_types.is_none() {
+        // Values without any types ever bound: MariaDB 10.11 crashes on such an execute
+        // (signal 11 in Item_param::convert_str_value). It never reaches a server.
+        return Err(CommandError::server(ErrPacket::new(
+            errcode::ER_WRONG_ARGUMENTS,
+            "HY000",
+            "Incorrect arguments to mysqld_stmt_execute",
+        )));
+    }
     if let Some(e) = cur.conn.prepared.get(&schema, &st.sql) {
         e.types = info.types.clone().or(insert.clone()).or(e.types.take());
     }

@@ -271,13 +271,14 @@ impl Session {
         let table = self.shared.backends.clone();
         let address = &table.backends[i].address;
         let settings = &self.config.pool.settings;
-        let epoch = table.epoch(i);
+        let generation = table.generation(i);
+        let epoch = generation.down;
         // A backend that hangs while we connect (accepts TCP, never greets) holds the command
         // only until the monitor takes it down, as for a command in flight.
         let key = self.pool_key();
         let acquired = tokio::select! {
             biased;
-            r = pool::acquire(&self.shared.pool_counts, address, &key, || self.backend_params(), settings, epoch) => r,
+            r = pool::acquire(&self.shared.pool_counts, address, &key, || self.backend_params(), settings, generation) => r,
             e = super::watchdog::watchdog(&table, i, epoch, None) => {
                 tracing::warn!("gave up connecting: {e}");
                 return Err(CommandError::unreachable(format!("{e} while connecting")));
@@ -412,6 +413,12 @@ impl Session {
         cur.conn.state.session.apply(&ok);
         if let Some(e) = effects {
             self.pins.apply(e, !walker.error);
+            if e.sets_globals && !walker.error {
+                // Sessions that log in from now on must start from the new values, not from a
+                // pooled connection that logged in before (the monitor sees other clients'
+                // SET GLOBAL within a few seconds).
+                self.shared.backends.globals_changed(cur.backend);
+            }
         }
         if let Some(u) = self.pins.leaves_untracked_state() {
             cur.conn.state.untracked = Some(u);

@@ -39,6 +39,8 @@ pub struct Effects {
     pub calc_found_rows: bool,
     /// ROLLBACK of the whole transaction (not to a savepoint): its writes never happened.
     pub rollback: bool,
+    /// SET GLOBAL / SET @@global.x: sessions that log in from now on start from other values.
+    pub sets_globals: bool,
 }
 
 const WRITES: &[&str] = &[
@@ -160,6 +162,18 @@ pub fn statement_effects(sql: &[u8], toks: &[&Token], e: &mut Effects) {
         if word(sql, at(1), "TRANSACTION") {
             e.untracked = Some("SET TRANSACTION (applies to the next transaction)");
         }
+        if toks.iter().any(|t| {
+            t.is(sql, "GLOBAL")
+                || t.kind == Kind::SysVar
+                    && t.text(sql)
+                        .get(2..9)
+                        .is_some_and(|g| g.eq_ignore_ascii_case(b"global."))
+        }) {
+            e.sets_globals = true;
+            // Its own session keeps the values it began with, as on a direct connection; a
+            // connection borrowed from now on would start from the new globals.
+            e.untracked = e.untracked.or(Some("SET GLOBAL"));
+        }
         if at(1).is_some_and(|t| t.kind == Kind::UserVar)
             || toks
                 .windows(2)
@@ -251,6 +265,10 @@ mod tests {
         assert!(!effects("ROLLBACK TO SAVEPOINT a").rollback);
         assert!(effects("START TRANSACTION READ ONLY").read_only_transaction);
         assert!(effects("PREPARE s FROM 'SELECT 1'").untracked.is_some());
+        assert!(effects("SET GLOBAL max_allowed_packet = 1 << 24").sets_globals);
+        assert!(effects("set @@Global.sql_mode = ''").sets_globals);
+        assert!(!effects("SET @@session.sql_mode = ''").sets_globals);
+        assert!(!effects("SET sql_mode = 'ANSI'").sets_globals);
     }
 
     #[test]

@@ -157,15 +157,31 @@ impl Weiche {
     /// root users too; `extra` is more TOML.
     pub fn start_config(extra: &str) -> Weiche {
         let r = replicas();
-        let text = format!(
+        let backends = format!(
             "[[backends]]\naddress = \"{}\"\nrole = \"primary\"\n\n\
              [[backends]]\naddress = \"{}\"\nrole = \"replica\"\nweight = 2\n\n\
-             [[backends]]\naddress = \"{}\"\nrole = \"replica\"\n\n\
-             [[users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
-             [[users]]\nname = \"root\"\npassword = \"\"\n\n{extra}\n{monitor}",
+             [[backends]]\naddress = \"{}\"\nrole = \"replica\"\n\n",
             primary(),
             r[0],
             r[1],
+        );
+        Self::start_backends_config(&backends, extra)
+    }
+
+    /// The same with the sandbox primary as the only backend.
+    pub fn start_primary_config(extra: &str) -> Weiche {
+        let backends = format!(
+            "[[backends]]\naddress = \"{}\"\nrole = \"primary\"\n\n",
+            primary()
+        );
+        Self::start_backends_config(&backends, extra)
+    }
+
+    fn start_backends_config(backends: &str, extra: &str) -> Weiche {
+        let text = format!(
+            "{backends}\
+             [[users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
+             [[users]]\nname = \"root\"\npassword = \"\"\n\n{extra}\n{monitor}",
             app_user(),
             app_password(),
             monitor = if extra.contains("[monitor]") {

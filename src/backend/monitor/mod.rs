@@ -15,6 +15,10 @@ use crate::config::Config;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Every how many checks the monitor looks for changed global variables (2 s at the default
+/// interval of 0.5 s; a SET GLOBAL through Weiche takes effect at once, see `session`).
+const GLOBALS_EVERY: u64 = 4;
+
 /// What all monitor tasks share.
 struct Shared {
     table: Arc<BackendTable>,
@@ -97,10 +101,26 @@ async fn watch(
     checked: Arc<tokio::sync::watch::Sender<usize>>,
 ) {
     let mut first = true;
+    let mut checks = 0u64;
+    let mut globals: Option<Vec<u8>> = None;
     loop {
         let started = tokio::time::Instant::now();
         let result = prober.check().await;
+        let ok = result.is_ok();
         shared.record(i, result, &settings);
+        if ok && checks % GLOBALS_EVERY == 0 {
+            if let Some(now) = prober.globals().await {
+                if globals.as_ref().is_some_and(|g| *g != now) {
+                    tracing::info!(
+                        backend = %shared.table.backends[i].address,
+                        "the server's global variables changed: pooled connections from before are not lent again"
+                    );
+                    shared.table.globals_changed(i);
+                }
+                globals = Some(now);
+            }
+        }
+        checks += 1;
         if first {
             first = false;
             checked.send_modify(|c| *c += 1);
