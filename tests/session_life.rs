@@ -2,7 +2,9 @@
 //! what a direct connection shows: closed after its own wait_timeout; closed, not answered
 //! with an error, when the server connection that held its transaction dies; never handed a
 //! pooled connection that its server closed meanwhile; and, once the server's globals change,
-//! new sessions start from the new values while older pooled connections retire.
+//! new sessions start from the new values while older pooled connections retire. KILL follows
+//! MariaDB's rules: one's own connection gets ERR 1927 and closes, another user's session only
+//! with the server's privilege, and KILL returns once the target is closed.
 
 mod common;
 
@@ -283,4 +285,105 @@ async fn connections_older_than_max_lifetime_retire() {
         "replaced when old"
     );
     assert!(pool_stat(&w, "retired").await >= 1);
+}
+
+fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_of_ones_own_connection_answers_as_mariadb_does() {
+    let w = Weiche::start();
+    for addr in [primary(), w.addr()] {
+        let mut c = Conn::new(opts(&addr)).await.expect("connect");
+        let id = c.id();
+        let e = c.query_drop(format!("KILL QUERY {id}")).await.unwrap_err();
+        assert_eq!(server_code(&e), Some(1317), "{addr}: {e:?}");
+        c.query_drop("DO 1")
+            .await
+            .expect("KILL QUERY of itself keeps the session");
+        let e = c.query_drop(format!("KILL {id}")).await.unwrap_err();
+        assert_eq!(server_code(&e), Some(1927), "{addr}: {e:?}");
+        let e = c.query_drop("DO 1").await.unwrap_err();
+        assert!(
+            is_connection_loss(&e),
+            "{addr}: closed after KILL of itself: {e:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_returns_once_the_target_is_closed() {
+    let w = Weiche::start();
+    let mut killer = Conn::new(opts(&w.addr())).await.expect("connect");
+    for round in 0..20 {
+        let mut victim = Conn::new(opts(&w.addr())).await.expect("connect");
+        killer
+            .query_drop(format!("KILL {}", victim.id()))
+            .await
+            .unwrap();
+        let e = victim.ping().await.expect_err(&format!(
+            "round {round}: the killed connection still answers"
+        ));
+        assert!(is_connection_loss(&e), "round {round}: {e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_another_users_session_needs_the_servers_privilege() {
+    let u = PrivateUser::new("killer");
+    let w = private_weiche(&u, "");
+    let mut intruder = Conn::new(as_user(&w.addr(), &u)).await.expect("connect");
+
+    // An idle session of another user, and one that is running a statement.
+    let mut idle = Conn::new(opts(&w.addr())).await.expect("connect");
+    let mut busy = Conn::new(opts(&w.addr())).await.expect("connect");
+    let (idle_id, busy_id) = (idle.id(), busy.id());
+    let sleeping = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = busy.query_first("SELECT SLEEP(2)").await;
+        (r.map_err(|e| e.to_string()), busy)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (id, what) in [(idle_id, "idle"), (busy_id, "busy")] {
+        for kill in ["KILL", "KILL QUERY"] {
+            let e = intruder
+                .query_drop(format!("{kill} {id}"))
+                .await
+                .expect_err(&format!("{kill} of another user's {what} session"));
+            assert_eq!(server_code(&e), Some(1095), "{kill} {what}: {e:?}");
+            assert!(e.to_string().contains(&id.to_string()), "{e}");
+        }
+    }
+    idle.query_drop("DO 1")
+        .await
+        .expect("the idle session lives");
+    let (r, mut busy) = sleeping.await.unwrap();
+    assert_eq!(
+        r,
+        Ok(Some(0)),
+        "the busy session's statement ran to its end"
+    );
+    busy.query_drop("DO 1")
+        .await
+        .expect("the busy session lives");
+
+    // Its own sessions it may kill; root (SUPER) may kill anyone's.
+    let mut own = Conn::new(as_user(&w.addr(), &u)).await.expect("connect");
+    intruder
+        .query_drop(format!("KILL {}", own.id()))
+        .await
+        .expect("KILL of one's own user's session");
+    assert!(own.ping().await.is_err());
+    let root_through: mysql_async::Opts = mysql_async::OptsBuilder::from_opts(root(&w.addr()))
+        .db_name(Some("weiche"))
+        .into();
+    let mut admin = Conn::new(root_through).await.unwrap();
+    admin
+        .query_drop(format!("KILL {idle_id}"))
+        .await
+        .expect("root kills another user's session");
+    assert!(idle.ping().await.is_err());
 }

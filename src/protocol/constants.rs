@@ -128,6 +128,9 @@ pub mod errcode {
     pub const ER_ACCESS_DENIED: u16 = 1045;
     pub const ER_UNKNOWN_COM: u16 = 1047;
     pub const ER_NO_SUCH_THREAD: u16 = 1094;
+    pub const ER_KILL_DENIED: u16 = 1095;
+    pub const ER_QUERY_INTERRUPTED: u16 = 1317;
+    pub const ER_CONNECTION_KILLED: u16 = 1927;
     pub const ER_NET_PACKET_TOO_LARGE: u16 = 1153;
     pub const ER_UNKNOWN_ERROR: u16 = 1105;
     pub const ER_NOT_SUPPORTED_YET: u16 = 1235;

@@ -2,7 +2,8 @@
 //! (`local`), prepared statements (`prepared`), and everything else routed to a server
 //! connection (`routed`).
 
-use super::local::{change_user, explain_route, explain_route_target, reset_connection, run_kill};
+use super::kill::run_kill;
+use super::local::{change_user, explain_route, explain_route_target, reset_connection};
 use super::outcome::{kind_of, relay_packet, Next, HOLD_FOR_NEXT};
 use super::relay::RelayError;
 use super::reply_err;
@@ -13,7 +14,6 @@ use crate::protocol::constants::{com, errcode, MAX_CHUNK};
 use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Framed, ProtocolError};
 use crate::sql::{analyze, kill};
 use crate::tls::Stream;
-use bytes::{BufMut, BytesMut};
 
 /// How long a client waits for its next command before its buffers are given back.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -207,13 +207,7 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
             if let Some(k) =
                 kill::parse(&cmd.payload[1..]).filter(|k| k.id >= u64::from(FIRST_CONNECTION_ID))
             {
-                return run_kill(s, cmd.seq, k.id, k.query, |tid| {
-                    let mut p = BytesMut::new();
-                    p.put_u8(com::QUERY);
-                    p.put_slice(k.to_sql(tid).as_bytes());
-                    p.freeze()
-                })
-                .await;
+                return run_kill(s, cmd.seq, k.id, k.query).await;
             }
             if let Some(rest) = explain_route_target(&cmd.payload[1..]) {
                 let rest = rest.to_vec();
@@ -229,13 +223,7 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
                 .get(1..5)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             if let Some(id) = id.filter(|&id| id >= FIRST_CONNECTION_ID) {
-                return run_kill(s, cmd.seq, u64::from(id), false, |tid| {
-                    let mut p = BytesMut::new();
-                    p.put_u8(com::PROCESS_KILL);
-                    p.put_u32_le(tid);
-                    p.freeze()
-                })
-                .await;
+                return run_kill(s, cmd.seq, u64::from(id), false).await;
             }
         }
         _ => {}

@@ -1,20 +1,19 @@
 //! Weiche's own answers to commands a proxy must not simply relay: EXPLAIN ROUTE,
-//! COM_RESET_CONNECTION, KILL of a Weiche connection id, COM_CHANGE_USER.
+//! COM_RESET_CONNECTION, COM_CHANGE_USER (KILL of a Weiche connection id is in `kill`).
 
 use super::outcome::Next;
-use super::relay::{forward_command, relay_response, RelayError, Rewrite};
+use super::relay::RelayError;
 use super::reply_err;
 use super::Session;
-use crate::backend::{ServerConnection, SessionState};
+use crate::backend::SessionState;
 use crate::login::{access_denied, check_password, switch_to_native};
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
-use crate::protocol::constants::{errcode, MAX_CHUNK};
+use crate::protocol::constants::errcode;
 use crate::protocol::handshake::ChangeUser;
 use crate::protocol::resultset::send_text_result;
-use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Walker};
+use crate::protocol::{ok_payload, Chunk, ErrPacket};
 use crate::route::Destination;
 use crate::sql::analyze;
-use bytes::Bytes;
 
 /// `EXPLAIN ROUTE <statement>`: the statement, if this is one.
 pub(super) fn explain_route_target(sql: &[u8]) -> Option<&[u8]> {
@@ -96,88 +95,6 @@ pub(super) fn reset_connection(s: &mut Session) {
     if let Some(mut cur) = s.current.take() {
         cur.conn.state.untracked = Some("COM_RESET_CONNECTION");
         s.give_back(cur);
-    }
-}
-
-/// KILL of a Weiche connection id: find the server thread behind it and kill that one, with
-/// the requesting user's rights (the backend checks them). `command` builds the KILL for a
-/// backend thread id; `query` says it kills only the running statement.
-pub(super) async fn run_kill(
-    s: &mut Session,
-    seq: u8,
-    id: u64,
-    query: bool,
-    command: impl Fn(u32) -> Bytes,
-) -> Result<Next, RelayError> {
-    let target = u32::try_from(id)
-        .ok()
-        .and_then(|id| s.shared.registry.get(id).map(|h| (id, h)));
-    if let Some((target_id, handle)) = target.as_ref().filter(|(_, h)| h.server().is_none()) {
-        // The session holds no server connection: nothing runs; KILL CONNECTION closes it.
-        tracing::info!(target_session = target_id, "KILL of an idle session");
-        let st = s.status();
-        s.client
-            .send(seq.wrapping_add(1), &ok_payload(0, st))
-            .await
-            .map_err(RelayError::Client)?;
-        return Ok(if query {
-            Next::Continue
-        } else if *target_id == s.id {
-            Next::Close
-        } else {
-            handle.killed.notify_one();
-            Next::Continue
-        });
-    }
-    let target = target.and_then(|(id, h)| h.server().map(|server| (id, h, server)));
-    let target = target.and_then(|(id, h, (i, thread_id))| {
-        let address = s.shared.backends.backends.get(i)?.address.clone();
-        Some((id, h, (address, thread_id)))
-    });
-    let Some((target_id, handle, (address, thread_id))) = target else {
-        let err = ErrPacket::new(
-            errcode::ER_NO_SUCH_THREAD,
-            "HY000",
-            format!("Unknown thread id: {id}"),
-        );
-        reply_err(s, seq, err).await?;
-        return Ok(Next::Continue);
-    };
-    tracing::info!(target_session = target_id, backend = %address, thread_id, "KILL");
-    let cmd = Chunk {
-        seq,
-        payload: command(thread_id),
-    };
-    let expect = Expect::for_command(cmd.payload[0]).unwrap_or(Expect::OnePacket);
-    // From a connection of our own on the target's backend (the session's may be elsewhere, or
-    // be the very connection being killed).
-    match ServerConnection::connect(&address, &s.login_params()).await {
-        Ok(mut sc) => {
-            forward_command(&mut s.client, &mut sc.framed, &cmd, MAX_CHUNK).await?;
-            let mut walker = Walker::new(expect, s.deprecate_eof(), false).tracked();
-            let rewrite = Rewrite {
-                untrack_ok: s.capabilities & crate::protocol::constants::cap::SESSION_TRACK == 0,
-                ..Rewrite::default()
-            };
-            relay_response(
-                &mut s.client,
-                &mut sc.framed,
-                &mut walker,
-                rewrite,
-                &mut false,
-                None,
-            )
-            .await?;
-        }
-        Err(e) => s.refuse(seq, e.into()).await?,
-    }
-    if query {
-        Ok(Next::Continue)
-    } else if target_id == s.id {
-        Ok(Next::Close)
-    } else {
-        handle.killed.notify_one();
-        Ok(Next::Continue)
     }
 }
 

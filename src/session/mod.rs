@@ -9,6 +9,7 @@ mod command;
 mod consistency;
 mod failure;
 mod inject;
+mod kill;
 mod local;
 mod login;
 mod outcome;
