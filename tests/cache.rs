@@ -194,6 +194,51 @@ async fn a_first_execute_answered_from_the_cache_still_gives_the_server_its_type
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
 
+/// Writes that hide behind another statement, in a string or in a comment, and writes committed
+/// under autocommit=0, invalidate what they change like any other write through Weiche.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_write_invalidates() {
+    let w = Weiche::start_primary_config(ADMIN);
+    let mut reader = Conn::new(opts(&w.addr())).await.expect("connect");
+    let mut writer = Conn::new(opts(&w.addr())).await.expect("connect");
+    let t = table("cache_writes");
+    setup(&mut writer, &t, 1).await;
+    let read = format!("/* weiche:cache ttl=600 */ SELECT v FROM {t} WHERE id = 1");
+    let bump = format!("UPDATE {t} SET v = v + 1 WHERE id = 1");
+    let writes = [
+        format!("SET STATEMENT max_statement_time = 10 FOR {bump}"),
+        format!("ANALYZE {bump}"),
+        format!("EXECUTE IMMEDIATE '{bump}'"),
+        format!("PREPARE s FROM '{bump}'; EXECUTE s; DEALLOCATE PREPARE s"),
+        format!("/*!50000 {bump} */"),
+        format!("SET autocommit = 0; {bump}; COMMIT; SET autocommit = 1"),
+    ];
+    let mut want: u32 = reader.query_first(&read).await.unwrap().unwrap();
+    for sql in &writes {
+        let hits = count(&w, "hits").await;
+        let v: u32 = reader.query_first(&read).await.unwrap().unwrap();
+        assert_eq!(v, want);
+        assert_eq!(count(&w, "hits").await, hits + 1, "cached before: {sql}");
+        writer
+            .query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        want += 1;
+        let v: u32 = reader.query_first(&read).await.unwrap().unwrap();
+        assert_eq!(v, want, "stale after: {sql}");
+    }
+    // autocommit=0, statement by statement: the COMMIT releases the bump.
+    writer.query_drop("SET autocommit = 0").await.unwrap();
+    let _: Option<u32> = reader.query_first(&read).await.unwrap();
+    writer.query_drop(&bump).await.unwrap();
+    writer.query_drop("COMMIT").await.unwrap();
+    want += 1;
+    let v: u32 = reader.query_first(&read).await.unwrap().unwrap();
+    assert_eq!(v, want, "stale after a COMMIT under autocommit=0");
+    writer.query_drop("SET autocommit = 1").await.unwrap();
+    writer.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}
+
 /// An execute that binds values without ever sending their types crashes MariaDB 10.11
 /// (signal 11 in Item_param::convert_str_value): Weiche answers it with the server's ERR 1210
 /// itself, and the server stays up.

@@ -183,14 +183,18 @@ impl Session {
         effects: Option<&Effects>,
     ) -> Result<(), RelayError> {
         if let Some(cache) = self.shared.cache.clone() {
-            if effects.is_some_and(|e| e.writes) {
+            if effects.is_some_and(|e| e.writes_anywhere) {
+                self.cache_pending.push(Scope::All);
+            } else if effects.is_some_and(|e| e.writes) {
                 let scopes = cache::policy::written_scopes(sql, self.state.schema.as_deref());
                 self.cache_pending.extend(scopes);
             }
-            let in_transaction = self
-                .current
-                .as_ref()
-                .is_some_and(|c| c.conn.state.in_transaction());
+            // Only an open transaction holds the bumps back. Under autocommit=0 one is open
+            // from the first statement to COMMIT, and the status says so (IN_TRANS); after the
+            // COMMIT it is clear, though autocommit stays off.
+            let in_transaction = self.current.as_ref().is_some_and(|c| {
+                c.conn.state.status & crate::protocol::constants::status::IN_TRANS != 0
+            });
             if !in_transaction && !self.cache_pending.is_empty() {
                 let mut scopes: Vec<Scope> = std::mem::take(&mut self.cache_pending);
                 scopes.sort();

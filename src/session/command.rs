@@ -12,7 +12,7 @@ use super::{Session, FIRST_CONNECTION_ID};
 use crate::metrics::ErrorKind;
 use crate::protocol::constants::{com, errcode, MAX_CHUNK};
 use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Framed, ProtocolError};
-use crate::sql::{analyze, kill};
+use crate::sql::kill;
 use crate::tls::Stream;
 
 /// How long a client waits for its next command before its buffers are given back.
@@ -213,7 +213,11 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
                 let rest = rest.to_vec();
                 return explain_route(s, cmd.seq, &rest).await;
             }
-            let analysis = analyze(&cmd.payload[1..]);
+            let analysis = if cmd.continues() {
+                crate::sql::analyze_prefix("a statement longer than one packet")
+            } else {
+                s.analyze(&cmd.payload[1..])
+            };
             s.query_digest = Some(analysis.digest);
             return run_routed(s, cmd, Expect::Results, Some(analysis)).await;
         }

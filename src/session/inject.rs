@@ -10,7 +10,7 @@ use super::Session;
 use crate::protocol::constants::{com, MAX_CHUNK};
 use crate::protocol::{ok_payload, Chunk, Expect, Walker};
 use crate::script::{Decision, Injection, Outcome};
-use crate::sql::{analyze, Analysis};
+use crate::sql::Analysis;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -33,7 +33,7 @@ pub(crate) async fn run(
             continue;
         };
         let analysis = if code == com::QUERY {
-            analyze(&inj.packet[1..])
+            s.analyze(&inj.packet[1..])
         } else {
             Analysis::primary("command injected by the Lua script")
         };

@@ -13,7 +13,6 @@ use crate::protocol::handshake::ChangeUser;
 use crate::protocol::resultset::send_text_result;
 use crate::protocol::{ok_payload, Chunk, ErrPacket};
 use crate::route::Destination;
-use crate::sql::analyze;
 
 /// `EXPLAIN ROUTE <statement>`: the statement, if this is one.
 pub(super) fn explain_route_target(sql: &[u8]) -> Option<&[u8]> {
@@ -39,7 +38,7 @@ pub(super) async fn explain_route(
     seq: u8,
     sql: &[u8],
 ) -> Result<Next, RelayError> {
-    let analysis = analyze(sql);
+    let analysis = s.analyze(sql);
     let (target, reason) = match s.route(&analysis, sql) {
         Ok(route) => {
             let table = &s.shared.backends;

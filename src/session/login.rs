@@ -395,6 +395,8 @@ impl NewClient<'_> {
                 .config_epoch
                 .load(std::sync::atomic::Ordering::Acquire),
             query_digest: None,
+            server_version: crate::sql::Dialect::version_of(&shared.server_info().version)
+                .unwrap_or(u32::MAX),
             _user_slot: user_slot,
         };
         session.handle.set_info(

@@ -89,6 +89,8 @@ pub(crate) struct Session {
     pub config_epoch: u64,
     /// The digest hash of the query being run, from its analysis (statistics).
     pub query_digest: Option<u64>,
+    /// The backends' version, as versioned comments (`/*!50000 ... */`) are read by it.
+    pub server_version: u32,
     /// This session's place in its user's count (limits.max_user_connections).
     pub(crate) _user_slot: admission::UserSlot,
 }
@@ -112,6 +114,24 @@ impl Default for Outcome {
 }
 
 impl Session {
+    /// How the backends read this session's statements: their version's versioned comments,
+    /// and backslashes as the session's sql_mode says (unknown until it reports one).
+    pub fn dialect(&self) -> crate::sql::Dialect {
+        let backslash_escapes = self.state.vars.get(&b"sql_mode"[..]).map(|m| {
+            !m.windows(b"NO_BACKSLASH_ESCAPES".len())
+                .any(|w| w.eq_ignore_ascii_case(b"NO_BACKSLASH_ESCAPES"))
+        });
+        crate::sql::Dialect {
+            version: self.server_version,
+            backslash_escapes,
+        }
+    }
+
+    /// Analyze a statement of this session (see `sql::analyze_in`).
+    pub fn analyze(&self, sql: &[u8]) -> crate::sql::Analysis {
+        crate::sql::analyze_in(sql, self.dialect())
+    }
+
     pub fn deprecate_eof(&self) -> bool {
         self.capabilities & cap::DEPRECATE_EOF != 0
     }

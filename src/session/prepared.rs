@@ -13,7 +13,6 @@ use super::Session;
 use crate::protocol::constants::{com, errcode, status};
 use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect};
 use crate::route::{Destination, Reason, Route};
-use crate::sql::analyze;
 
 fn unknown(id: u32, what: &str) -> ErrPacket {
     ErrPacket::new(
@@ -75,7 +74,11 @@ async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
         )));
     }
     let sql = cmd.payload.slice(1..);
-    let analysis = analyze(&sql);
+    let analysis = if cmd.continues() {
+        crate::sql::analyze_prefix("a statement longer than one packet")
+    } else {
+        s.analyze(&sql)
+    };
     let route = s.route(&analysis, &sql)?;
     s.connect_for(&route, false).await?;
     let client_id = s.stmts.add(ClientStatement {

@@ -3,8 +3,8 @@
 //! FOUND_ROWS(), user-variable assignment, ...), goes to the primary. Each answer carries its
 //! reason. When in doubt: primary.
 
-use super::effects::{statement_effects, Effects};
-use super::lexer::{tokenize, Kind, Token};
+use super::effects::{inner_statement, statement_effects, Effects};
+use super::lexer::{tokenize, tokenize_in, Dialect, Kind, Token};
 
 /// Where a statement may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,19 +111,56 @@ impl Analysis {
 }
 
 /// Classify one COM_QUERY text and collect its effects, from one pass of the lexer.
+/// Analyze a statement as MariaDB's defaults read it (see `analyze_in`).
 pub fn analyze(sql: &[u8]) -> Analysis {
-    let tokens = tokenize(sql);
+    analyze_in(sql, Dialect::default())
+}
+
+/// Analyze a statement as a server of `dialect` reads it. When the session's sql_mode is not
+/// known and a backslash could end a string or not, the text is read both ways: when the two
+/// readings differ, it is a write for the primary whose tables are unknown.
+pub fn analyze_in(sql: &[u8], dialect: Dialect) -> Analysis {
+    let mut a = analyze_tokens(sql, &tokenize_in(sql, dialect));
+    if dialect.backslash_escapes.is_none() && sql.contains(&b'\\') {
+        let literal = Dialect {
+            backslash_escapes: Some(false),
+            ..dialect
+        };
+        let other = analyze_tokens(sql, &tokenize_in(sql, literal));
+        if other.class.target != a.class.target || other.effects != a.effects {
+            a.class = primary("reads otherwise under sql_mode NO_BACKSLASH_ESCAPES");
+            a.effects.writes = true;
+            a.effects.writes_anywhere = true;
+        }
+    }
+    if a.effects.writes && (contains(sql, b"/*!") || contains(sql, b"/*M!")) {
+        // Which tables a versioned comment names depends on the server: any may be written.
+        a.effects.writes_anywhere = true;
+    }
+    a
+}
+
+fn analyze_tokens(sql: &[u8], tokens: &[Token]) -> Analysis {
     let mut effects = Effects::default();
     for s in tokens.split(|t| t.kind == Kind::Semicolon) {
         let toks: Vec<&Token> = s.iter().filter(|t| t.kind != Kind::Comment).collect();
         statement_effects(sql, &toks, &mut effects);
     }
     Analysis {
-        class: classify_tokens(sql, &tokens),
+        class: classify_tokens(sql, tokens),
         effects,
-        consistency: consistency_hint(sql, &tokens),
-        digest: super::digest::digest_hash_of(sql, &tokens),
+        consistency: consistency_hint(sql, tokens),
+        digest: super::digest::digest_hash_of(sql, tokens),
     }
+}
+
+/// A statement Weiche has only the start of (a command longer than one 16 MiB packet): it may
+/// be anything, so it is a write for the primary that may touch any table.
+pub fn analyze_prefix(reason: &'static str) -> Analysis {
+    let mut a = Analysis::primary(reason);
+    a.effects.writes = true;
+    a.effects.writes_anywhere = true;
+    a
 }
 
 /// `/* weiche:consistency=eventual|session|global */`.
@@ -210,6 +247,16 @@ fn classify_one(sql: &[u8], tokens: &[Token]) -> Class {
     if toks.iter().any(|t| t.kind == Kind::Unterminated) {
         return primary("statement the lexer cannot read");
     }
+    match inner_statement(sql, &toks) {
+        Some(inner) => classify_toks(sql, inner),
+        None => classify_toks(sql, &toks),
+    }
+}
+
+fn classify_toks(sql: &[u8], toks: &[&Token]) -> Class {
+    if toks.iter().any(|t| t.kind == Kind::Unterminated) {
+        return primary("statement the lexer cannot read");
+    }
     let Some(first) = toks.first() else {
         return primary("empty statement");
     };
@@ -228,7 +275,7 @@ fn classify_one(sql: &[u8], tokens: &[Token]) -> Class {
     {
         // EXPLAIN of anything is a read; SHOW/DESCRIBE/HELP are reads.
         return if first.is(sql, "DO") {
-            read_exceptions(sql, &toks).unwrap_or(READ)
+            read_exceptions(sql, toks).unwrap_or(READ)
         } else {
             READ
         };
@@ -242,7 +289,7 @@ fn classify_one(sql: &[u8], tokens: &[Token]) -> Class {
             "statement the lexer cannot classify"
         });
     }
-    read_exceptions(sql, &toks).unwrap_or(READ)
+    read_exceptions(sql, toks).unwrap_or(READ)
 }
 
 const READ: Class = Class {
@@ -323,6 +370,60 @@ mod tests {
 
     fn target(sql: &str) -> Target {
         classify(sql.as_bytes()).target
+    }
+
+    #[test]
+    fn writes_behind_other_statements_and_readings_are_writes() {
+        let mariadb = Dialect {
+            version: 101114,
+            backslash_escapes: Some(true),
+        };
+        for w in [
+            "SET STATEMENT max_statement_time = 5 FOR UPDATE t SET a = 1",
+            "ANALYZE UPDATE t SET a = 1",
+            "EXECUTE IMMEDIATE 'DELETE FROM t'",
+            "EXECUTE stmt",
+            "SELECT 1 /*!50000 ; UPDATE t SET a = 1 */",
+            "/*M!100000 UPDATE t SET a = 1 */",
+            // The server skips the comment: the quote in it does not hide the UPDATE.
+            "SELECT 1 /*!999999 ' */ ; UPDATE t SET a = 1; -- '",
+        ] {
+            let a = analyze_in(w.as_bytes(), mariadb);
+            assert_eq!(a.class.target, Target::Primary, "{w}");
+            assert!(a.effects.writes, "{w}");
+        }
+        assert!(analyze_in(b"EXECUTE stmt", mariadb).effects.writes_anywhere);
+        let r = analyze_in(
+            b"SET STATEMENT max_statement_time = 5 FOR SELECT * FROM t",
+            mariadb,
+        );
+        assert_eq!(r.class.target, Target::Replica);
+        assert!(!r.effects.writes);
+        let r = analyze_in(b"SELECT 1 /*!999999 FOR UPDATE */", mariadb);
+        assert_eq!(
+            r.class.target,
+            Target::Replica,
+            "a comment for a newer server"
+        );
+
+        // Under NO_BACKSLASH_ESCAPES the string ends at \': an UPDATE follows.
+        let sneaky = br"SELECT '\' ; UPDATE t SET a = 1 ; -- '";
+        let known = |escapes| Dialect {
+            backslash_escapes: Some(escapes),
+            ..mariadb
+        };
+        assert!(analyze_in(sneaky, known(false)).effects.writes);
+        assert!(!analyze_in(sneaky, known(true)).effects.writes);
+        let unknown = analyze_in(
+            sneaky,
+            Dialect {
+                backslash_escapes: None,
+                ..mariadb
+            },
+        );
+        assert_eq!(unknown.class.target, Target::Primary);
+        assert!(unknown.effects.writes_anywhere);
+        assert!(analyze_prefix("long").effects.writes_anywhere);
     }
 
     #[test]

@@ -41,6 +41,31 @@ pub struct Effects {
     pub rollback: bool,
     /// SET GLOBAL / SET @@global.x: sessions that log in from now on start from other values.
     pub sets_globals: bool,
+    /// A write whose tables the text does not name (EXECUTE of a prepared statement, EXECUTE
+    /// IMMEDIATE, CALL, a statement longer than Weiche reads, text the server may read
+    /// otherwise than Weiche): any cached result may be stale after it.
+    pub writes_anywhere: bool,
+}
+
+/// The statement another one runs: `SET STATEMENT var = v, ... FOR <statement>` and MariaDB's
+/// `ANALYZE [FORMAT = JSON] <statement>` (which executes it). None for anything else (also
+/// for ANALYZE TABLE, which changes no data).
+pub fn inner_statement<'t>(sql: &[u8], toks: &'t [&'t Token]) -> Option<&'t [&'t Token]> {
+    let first = toks.first()?;
+    if first.is(sql, "SET") && word(sql, toks.get(1), "STATEMENT") {
+        let at = toks.iter().skip(2).position(|t| t.is(sql, "FOR"))? + 2;
+        return toks.get(at + 1..).filter(|r| !r.is_empty());
+    }
+    if first.is(sql, "ANALYZE") {
+        let at = toks.iter().take(6).position(|t| {
+            t.kind == Kind::LParen
+                || ["SELECT", "WITH", "UPDATE", "DELETE", "INSERT", "REPLACE"]
+                    .iter()
+                    .any(|k| t.is(sql, k))
+        })?;
+        return toks.get(at..);
+    }
+    None
 }
 
 const WRITES: &[&str] = &[
@@ -75,6 +100,9 @@ fn name_at(sql: &[u8], toks: &[&Token], mut i: usize) -> Option<(Vec<u8>, usize)
 
 /// Effects of one statement's tokens (comments removed), added to `e`.
 pub fn statement_effects(sql: &[u8], toks: &[&Token], e: &mut Effects) {
+    if let Some(inner) = inner_statement(sql, toks) {
+        return statement_effects(sql, inner, e);
+    }
     let Some(first) = toks.first() else { return };
     let at = |i: usize| toks.get(i);
     if WRITES.iter().any(|w| first.is(sql, w))
@@ -151,6 +179,11 @@ pub fn statement_effects(sql: &[u8], toks: &[&Token], e: &mut Effects) {
     }
     if first.is(sql, "PREPARE") || first.is(sql, "EXECUTE") || first.is(sql, "DEALLOCATE") {
         e.untracked = Some("SQL-level prepared statement (PREPARE)");
+    }
+    if first.is(sql, "EXECUTE") || first.is(sql, "CALL") {
+        // What it runs is not in the text (EXECUTE IMMEDIATE's may be an expression).
+        e.writes = true;
+        e.writes_anywhere = true;
     }
     if first.is(sql, "HANDLER") {
         e.untracked = Some("HANDLER");
@@ -266,6 +299,21 @@ mod tests {
         assert!(effects("START TRANSACTION READ ONLY").read_only_transaction);
         assert!(effects("PREPARE s FROM 'SELECT 1'").untracked.is_some());
         assert!(effects("SET GLOBAL max_allowed_packet = 1 << 24").sets_globals);
+        for w in [
+            "SET STATEMENT max_statement_time = 1 FOR UPDATE t SET a = 1",
+            "SET STATEMENT sql_mode = 'ANSI', foreign_key_checks = 0 FOR DELETE FROM t",
+            "ANALYZE UPDATE t SET a = 1",
+            "ANALYZE FORMAT = JSON DELETE FROM t",
+            "EXECUTE IMMEDIATE 'UPDATE t SET a = 1'",
+            "EXECUTE s USING @a",
+            "CALL p()",
+        ] {
+            assert!(effects(w).writes, "{w}");
+        }
+        assert!(effects("EXECUTE s").writes_anywhere);
+        assert!(!effects("ANALYZE SELECT * FROM t").writes);
+        assert!(!effects("ANALYZE TABLE t").writes);
+        assert!(!effects("SET STATEMENT max_statement_time = 1 FOR SELECT 1").writes);
         assert!(effects("set @@Global.sql_mode = ''").sets_globals);
         assert!(!effects("SET @@session.sql_mode = ''").sets_globals);
         assert!(!effects("SET sql_mode = 'ANSI'").sets_globals);

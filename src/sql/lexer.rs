@@ -57,8 +57,52 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
-/// Split `sql` into tokens (whitespace dropped).
+/// How the server reads the text: which versioned comments it executes, and whether a
+/// backslash escapes in strings (not under sql_mode NO_BACKSLASH_ESCAPES).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// The server's version as MariaDB writes it in comments (10.11.14: 101114).
+    /// `/*!NNNNN ... */` and `/*M!NNNNNN ... */` are SQL only up to this version.
+    pub version: u32,
+    /// None: not known (the session never reported its sql_mode); read as escaping, and
+    /// `classify::analyze_in` reads it the other way too.
+    pub backslash_escapes: Option<bool>,
+}
+
+impl Default for Dialect {
+    /// Every versioned comment is SQL; backslashes escape (MariaDB's default sql_mode).
+    fn default() -> Self {
+        Dialect {
+            version: u32::MAX,
+            backslash_escapes: Some(true),
+        }
+    }
+}
+
+impl Dialect {
+    /// The version in a server greeting ("5.5.5-10.11.14-MariaDB-log", "8.0.36"): 101114.
+    pub fn version_of(greeting_version: &[u8]) -> Option<u32> {
+        let v = greeting_version
+            .strip_prefix(b"5.5.5-")
+            .unwrap_or(greeting_version);
+        let mut parts = v.split(|&c| !c.is_ascii_digit()).take(3);
+        let mut n = 0u32;
+        for _ in 0..3 {
+            let p = parts.next()?;
+            let x: u32 = std::str::from_utf8(p).ok()?.parse().ok()?;
+            n = n.checked_mul(100)?.checked_add(x.min(99))?;
+        }
+        Some(n)
+    }
+}
+
+/// Split `sql` into tokens (whitespace dropped), read as MariaDB's default does.
 pub fn tokenize(sql: &[u8]) -> Vec<Token> {
+    tokenize_in(sql, Dialect::default())
+}
+
+/// Split `sql` into tokens as a server of `dialect` reads it.
+pub fn tokenize_in(sql: &[u8], dialect: Dialect) -> Vec<Token> {
     let mut out = Vec::with_capacity(16);
     let mut i = 0;
     let n = sql.len();
@@ -83,13 +127,25 @@ pub fn tokenize(sql: &[u8]) -> Vec<Token> {
                     Some(b'M') if sql.get(i + 3) == Some(&b'!') => Some(i + 4),
                     _ => None,
                 };
-                if let (Some(mut j), false) = (versioned, in_versioned) {
-                    while j < n && sql[j].is_ascii_digit() {
-                        j += 1;
+                if let (Some(at), false) = (versioned, in_versioned) {
+                    // MariaDB reads a version of 6 digits, else of 5; fewer are no version
+                    // (the comment is SQL, digits and all). A comment for a newer server is
+                    // a comment: its text must not be read as SQL (a quote in it would hide
+                    // what follows).
+                    let digits = sql[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    let len = match digits {
+                        6.. => 6,
+                        5 => 5,
+                        _ => 0,
+                    };
+                    let version = std::str::from_utf8(&sql[at..at + len])
+                        .ok()
+                        .and_then(|v| v.parse::<u32>().ok());
+                    if version.is_none_or(|v| v <= dialect.version) {
+                        in_versioned = true;
+                        i = at + len;
+                        continue;
                     }
-                    in_versioned = true;
-                    i = j;
-                    continue;
                 }
                 match find(sql, i + 2, b"*/") {
                     Some(e) => {
@@ -113,7 +169,7 @@ pub fn tokenize(sql: &[u8]) -> Vec<Token> {
                 Kind::Comment
             }
             b'\'' | b'"' => {
-                let (e, ok) = quoted(sql, i, b, true);
+                let (e, ok) = quoted(sql, i, b, dialect.backslash_escapes != Some(false));
                 i = e;
                 if ok {
                     Kind::Str
@@ -315,6 +371,53 @@ mod tests {
         assert_eq!(words, ["SELECT", "SET", "x", "FOR", "UPDATE"]);
         // "--" without a following space is two minus signs.
         assert_eq!(kinds("SELECT 1--1").len(), 5);
+    }
+
+    #[test]
+    fn versioned_comments_are_sql_only_up_to_the_servers_version() {
+        let d = Dialect {
+            version: Dialect::version_of(b"5.5.5-10.11.14-MariaDB-0+deb12u2-log").unwrap(),
+            backslash_escapes: Some(true),
+        };
+        assert_eq!(d.version, 101114);
+        assert_eq!(Dialect::version_of(b"8.0.36"), Some(80036));
+        let words = |sql: &str| -> Vec<String> {
+            tokenize_in(sql.as_bytes(), d)
+                .iter()
+                .filter(|t| t.kind == Kind::Word)
+                .map(|t| String::from_utf8_lossy(t.text(sql.as_bytes())).into_owned())
+                .collect()
+        };
+        assert_eq!(
+            words("SELECT 1 /*!50000 FOR UPDATE */"),
+            ["SELECT", "FOR", "UPDATE"]
+        );
+        assert_eq!(
+            words("SELECT 1 /*M!101114 FOR UPDATE */"),
+            ["SELECT", "FOR", "UPDATE"]
+        );
+        assert_eq!(words("SELECT 1 /*M!110000 FOR UPDATE */"), ["SELECT"]);
+        assert_eq!(words("SELECT 1 /*!999999 FOR UPDATE */"), ["SELECT"]);
+        assert_eq!(
+            words("SELECT 1 /*! FOR UPDATE */"),
+            ["SELECT", "FOR", "UPDATE"]
+        );
+        // A quote inside a comment the server skips does not swallow what follows.
+        let t = tokenize_in(b"SELECT 1 /*!999999 ' */ ; UPDATE t SET a = 1; -- '", d);
+        assert!(t.iter().any(|t| t.kind == Kind::Semicolon));
+        assert!(!t.iter().any(|t| t.kind == Kind::Str));
+    }
+
+    #[test]
+    fn no_backslash_escapes_ends_strings_at_a_backslash_quote() {
+        let sql = br"SELECT '\' ; UPDATE t SET a = 1 ; -- '";
+        let literal = Dialect {
+            backslash_escapes: Some(false),
+            ..Dialect::default()
+        };
+        assert_eq!(tokenize_in(sql, literal)[1].kind, Kind::Str);
+        assert_eq!(tokenize_in(sql, literal)[2].kind, Kind::Semicolon);
+        assert!(!tokenize(sql).iter().any(|t| t.kind == Kind::Semicolon));
     }
 
     #[test]

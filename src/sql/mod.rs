@@ -9,5 +9,8 @@ pub mod kill;
 pub mod lexer;
 pub mod tables;
 
-pub use classify::{analyze, classify, Analysis, Class, Consistency, Source, Target};
+pub use classify::{
+    analyze, analyze_in, analyze_prefix, classify, Analysis, Class, Consistency, Source, Target,
+};
 pub use effects::Effects;
+pub use lexer::Dialect;
