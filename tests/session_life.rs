@@ -387,3 +387,112 @@ async fn killing_another_users_session_needs_the_servers_privilege() {
         .expect("root kills another user's session");
     assert!(idle.ping().await.is_err());
 }
+
+/// State a session creates where Weiche cannot see it in the statement's text (inside a
+/// procedure, in variables Weiche does not carry, after turning tracking off) stays with that
+/// session's connection: other sessions of the same user, borrowing from the same pools, never
+/// see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_weiche_cannot_see_in_the_text_never_reaches_another_session() {
+    let u = PrivateUser::new("hidden_state");
+    let t = table("hidden_state");
+    let mut r = Conn::new(root(&primary())).await.expect("root");
+    r.query_drop(format!(
+        "CREATE TABLE weiche.{t} (id INT AUTO_INCREMENT PRIMARY KEY); \
+         INSERT INTO weiche.{t} VALUES (1); \
+         CREATE PROCEDURE weiche.{t}_p() BEGIN \
+           CREATE TEMPORARY TABLE {t} (id INT); SET @hidden = 42; END; \
+         GRANT EXECUTE ON PROCEDURE weiche.{t}_p TO '{}'@'%', '{}'@'127.0.0.1'",
+        u.name, u.name
+    ))
+    .await
+    .unwrap();
+    let cases = [
+        (
+            format!("CALL {t}_p()"),
+            format!("SELECT COUNT(*) FROM {t}"),
+            "1",
+        ),
+        (
+            format!("CALL {t}_p()"),
+            "SELECT IFNULL(@hidden, 'none')".to_string(),
+            "none",
+        ),
+        (
+            "SET timestamp = 1000000000".to_string(),
+            "SELECT UNIX_TIMESTAMP() > 1000000000".to_string(),
+            "1",
+        ),
+        (
+            "SET insert_id = 777".to_string(),
+            format!("INSERT INTO {t} () VALUES (); SELECT LAST_INSERT_ID() <> 777"),
+            "1",
+        ),
+        (
+            format!("SET session_track_state_change = OFF; CALL {t}_p()"),
+            format!("SELECT COUNT(*) >= 1 FROM {t}"),
+            "1",
+        ),
+    ];
+    for (setup, check, want) in &cases {
+        let w = private_weiche(&u, "[pool]\nmax_connections = 4\n");
+        let mut a = Conn::new(as_user(&w.addr(), &u)).await.expect("connect");
+        a.query_drop(setup)
+            .await
+            .unwrap_or_else(|e| panic!("{setup}: {e}"));
+        // Past the moment a connection is kept for the statement after a write.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Sessions take turns on the two workers: some share a's pool.
+        for n in 0..4 {
+            let mut b = Conn::new(as_user(&w.addr(), &u)).await.expect("connect");
+            let (before, last) = check.rsplit_once("; ").unwrap_or(("", check));
+            if !before.is_empty() {
+                b.query_drop(before).await.unwrap();
+            }
+            let v: String = b.query_first(last).await.unwrap().expect("a value");
+            assert_eq!(
+                v, *want,
+                "after {setup:?} in another session, {check:?} (session {n})"
+            );
+            b.disconnect().await.ok();
+        }
+        // The session itself keeps what it set.
+        a.query_drop("DO 1").await.unwrap();
+    }
+    r.query_drop(format!(
+        "DROP PROCEDURE weiche.{t}_p; DROP TABLE weiche.{t}"
+    ))
+    .await
+    .unwrap();
+}
+
+/// A connection reset for the next session (COM_RESET_CONNECTION puts the server's session
+/// tracking back to its defaults) still reports every variable: what the next session sets is
+/// carried, and no later session inherits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_connection_still_reports_what_the_next_session_sets() {
+    let u = PrivateUser::new("after_reset");
+    let w = private_weiche(&u, "[pool]\nmax_connections = 2\n");
+    for round in 0..4 {
+        // Clients go to the two workers in turn: a, b and c share one pool; the fillers take
+        // the other worker's turns.
+        let filler = || async { Conn::new(opts(&w.addr())).await.expect("connect") };
+        // User variables: the connection is reset before the next session gets it.
+        let mut a = Conn::new(as_user(&w.addr(), &u)).await.expect("connect");
+        a.query_drop("SET @x = 1").await.unwrap();
+        a.disconnect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _f1 = filler().await;
+        let mut b = Conn::new(as_user(&w.addr(), &u)).await.expect("connect");
+        b.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+            .await
+            .unwrap();
+        b.disconnect().await.unwrap();
+        let _f2 = filler().await;
+        let mut c = Conn::new(as_user(&w.addr(), &u)).await.expect("connect");
+        let mode: String = c.query_first("SELECT @@sql_mode").await.unwrap().unwrap();
+        assert!(!mode.contains("ANSI_QUOTES"), "round {round}: {mode}");
+        c.disconnect().await.unwrap();
+        let _f3 = filler().await;
+    }
+}

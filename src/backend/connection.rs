@@ -129,7 +129,19 @@ pub struct ServerConnection {
     pub broken: bool,
 }
 
+/// What Weiche asks every server connection to report in its OK packets: all session
+/// variables, the schema, and that some other session state changed.
+const TRACK_EVERYTHING: &[u8] = b"SET SESSION session_track_system_variables = '*', \
+    session_track_schema = ON, session_track_state_change = ON";
+
 impl ServerConnection {
+    /// Queue COM_RESET_CONNECTION and the tracking Weiche relies on, which the reset turns
+    /// back to the server's defaults (two answers to read).
+    pub fn queue_reset(&mut self) {
+        self.queue_command(com::RESET_CONNECTION, &[]);
+        self.queue_query(TRACK_EVERYTHING);
+    }
+
     /// Ask for TLS (SSL_REQUEST) and run the handshake; the login follows encrypted. A backend
     /// that does not offer TLS is an error, never a silent downgrade.
     async fn start_tls(
@@ -325,10 +337,7 @@ impl ServerConnection {
             address: address.clone(),
             message: e.to_string(),
         };
-        self.queue_query(
-            b"SET SESSION session_track_system_variables = '*', session_track_schema = ON, \
-              session_track_state_change = ON",
-        );
+        self.queue_query(TRACK_EVERYTHING);
         self.queue_query(
             b"SELECT @@character_set_client, @@character_set_connection, \
               @@character_set_results, @@collation_connection",
@@ -370,7 +379,7 @@ impl ServerConnection {
     /// COM_RESET_CONNECTION and the login's character set again: a clean connection for any
     /// session of its key. Prepared statements are gone afterwards.
     pub async fn reset(&mut self) -> Result<(), QueryError> {
-        self.queue_command(com::RESET_CONNECTION, &[]);
+        self.queue_reset();
         let restore = super::state::plan(
             &SessionState::default(),
             0,
@@ -387,7 +396,7 @@ impl ServerConnection {
         }
         self.framed.flush().await?;
         let mut result = Ok(());
-        for _ in 0..1 + usize::from(restore.set.is_some()) {
+        for _ in 0..2 + usize::from(restore.set.is_some()) {
             match self.read_answer().await {
                 Ok(Answer::Err(e)) => result = Err(QueryError::Server(e)),
                 Ok(_) => {}

@@ -3,7 +3,59 @@
 //! dropped, the last named lock released, the cursor closed, ...). Transactions are a pin too,
 //! read from the server's status flags.
 
+use crate::protocol::track::Change;
 use crate::sql::Effects;
+
+/// Session variables the server reports but Weiche does not carry to other connections
+/// (`backend::state`): set by a session, they stay with its connection.
+const STAYS_ON_THE_CONNECTION: &[(&str, &str)] = &[
+    ("timestamp", "SET timestamp"),
+    ("insert_id", "SET insert_id"),
+    ("rand_seed1", "SET rand_seed"),
+    ("rand_seed2", "SET rand_seed"),
+    ("pseudo_thread_id", "SET pseudo_thread_id"),
+];
+
+/// What the server said changed in a session that Weiche did not record from the statement's
+/// text: the session must keep that connection, and nobody else may get it unreset. The
+/// server's report is the ground truth: a stored procedure's temporary tables and user
+/// variables, SET timestamp, turning session tracking off.
+pub fn unrecorded_change(changes: &[Change], e: &Effects) -> Option<&'static str> {
+    for c in changes {
+        if let Change::Variable { name, .. } = c {
+            let name = name.to_ascii_lowercase();
+            if let Some((_, why)) = STAYS_ON_THE_CONNECTION
+                .iter()
+                .find(|(n, _)| n.as_bytes() == name.as_slice())
+            {
+                return Some(why);
+            }
+            if name.starts_with(b"session_track_") {
+                return Some("session tracking changed");
+            }
+        }
+    }
+    if !changes.contains(&Change::State) {
+        return None;
+    }
+    // A variable or the schema explains "state changed" (SET NAMES, USE); the statement's own
+    // effects explain the rest, unless what ran is not in the text (CALL, EXECUTE).
+    let named = changes.iter().any(|c| !matches!(c, Change::State));
+    let explained = !e.temp_created.is_empty()
+        || !e.tables_dropped.is_empty()
+        || e.assigns_user_vars
+        || e.untracked.is_some()
+        || e.named_locks != 0
+        || e.release_all_locks
+        || e.lock_tables
+        || e.unlock_tables
+        || e.xa_start
+        || e.xa_end;
+    if e.writes_anywhere || !(named || explained) {
+        return Some("session state the server reported (from a procedure or EXECUTE)");
+    }
+    None
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Pins {

@@ -183,9 +183,9 @@ impl Session {
         let conn = &mut cur.conn;
         let mut n = 0;
         if p.reset {
-            conn.queue_command(com::RESET_CONNECTION, &[]);
+            conn.queue_reset();
             conn.prepared.clear();
-            n += 1;
+            n += 2;
         }
         if let Some(db) = &p.init_db {
             conn.queue_command(com::INIT_DB, db);
@@ -413,6 +413,12 @@ impl Session {
         cur.conn.state.session.apply(&ok);
         if let Some(e) = effects {
             self.pins.apply(e, !walker.error);
+            if let Some(why) = super::pins::unrecorded_change(&walker.changes, e) {
+                if self.pins.untracked.is_none() {
+                    tracing::debug!("{why}: the session keeps its server connection");
+                }
+                self.pins.untracked = Some(why);
+            }
             if e.sets_globals && !walker.error {
                 // Sessions that log in from now on must start from the new values, not from a
                 // pooled connection that logged in before (the monitor sees other clients'
