@@ -82,6 +82,15 @@ pub fn run(
 }
 
 async fn worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Handoff>) {
+    // Idle server connections close on time even when nobody borrows from this worker's pools.
+    let sweeper = shared.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            crate::backend::pool::sweep_once(&sweeper.config().pool.settings);
+        }
+    });
     while let Some((stream, peer)) = rx.recv().await {
         match tokio::net::TcpStream::from_std(stream) {
             Ok(s) => {

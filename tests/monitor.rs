@@ -387,3 +387,42 @@ async fn a_query_timeout_ends_the_statement_and_keeps_the_session() {
         assert!(running.is_empty(), "still running on {addr}: {running:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_inherits_a_global_wait_timeout_set_on_the_server() {
+    // A private primary: a global wait_timeout of 2 s would close the shared sandbox's clients.
+    let _one = serialize().await;
+    let topo = Topology::start("waittimeout", 24360);
+    let w = topo.weiche("[monitor]\ninterval = 0.2\n");
+    // A pooled connection from before the change exists.
+    let mut c = Conn::new(opts(&w.addr())).await.expect("connect");
+    c.query_drop("DO 1").await.unwrap();
+    c.disconnect().await.unwrap();
+    // Another client (not through Weiche) changes the global, on every server (the replicas
+    // serve the SELECT below).
+    for n in 0..3 {
+        topo.root(n, "SET GLOBAL wait_timeout = 2").await;
+    }
+    // Weiche sees the change within a few monitor checks.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for addr in [topo.addr(0), w.addr()] {
+        let mut c = Conn::new(opts(&addr)).await.expect("connect");
+        let v: u32 = c
+            .query_first("SELECT @@wait_timeout")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, 2, "{addr}: a new session starts from the new global");
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let e = c.query_drop("SELECT 1").await.expect_err(&format!(
+            "{addr}: the session outlived the global wait_timeout"
+        ));
+        assert!(
+            !matches!(e, mysql_async::Error::Server(_)),
+            "{addr}: a lost connection, not an ERR: {e:?}"
+        );
+    }
+    for n in 0..3 {
+        topo.root(n, "SET GLOBAL wait_timeout = 28800").await;
+    }
+}

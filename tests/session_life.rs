@@ -496,3 +496,38 @@ async fn a_reset_connection_still_reports_what_the_next_session_sets() {
         let _f3 = filler().await;
     }
 }
+
+/// Server connections of `user` on the primary.
+async fn server_connections_of(user: &str) -> usize {
+    let mut r = Conn::new(root(&primary())).await.expect("root");
+    let n: u32 = r
+        .query_first(format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    n as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_server_connections_close_on_time_without_new_sessions() {
+    let u = PrivateUser::new("sweep");
+    let w = private_weiche(&u, "[pool]\nidle_timeout = 1\nmin_idle = 0\n");
+    let mut c = Conn::new(as_user(&w.addr(), &u)).await.expect("connect");
+    c.query_drop("DO 1").await.unwrap();
+    c.disconnect().await.unwrap();
+    assert!(
+        server_connections_of(&u.name).await >= 1,
+        "the pool keeps the connection for a while"
+    );
+    // Nobody borrows from the pool again: the connection must still close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server_connections_of(&u.name).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "an idle connection outlived pool.idle_timeout by 4 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -7,7 +7,7 @@ use super::table::BackendTable;
 use crate::config::Role;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// A backend's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,11 @@ pub struct Live {
     /// Bumped whenever the server's global variables change (seen by the monitor, or set
     /// through Weiche): pooled connections that logged in before carry the old defaults.
     globals: AtomicU64,
+    /// The server's global wait_timeout and interactive_timeout in seconds (0: not known).
+    wait_timeout: AtomicU64,
+    interactive_timeout: AtomicU64,
+    /// Wakes the monitor to read the globals again now (a SET GLOBAL went through Weiche).
+    pub globals_reread: tokio::sync::Notify,
     report: Mutex<Report>,
     /// The GTID position it is known to have applied (from the monitor and from waits).
     known: Mutex<GtidPos>,
@@ -79,6 +84,9 @@ impl Live {
             state: AtomicU8::new(State::Up as u8),
             epoch: AtomicU64::new(0),
             globals: AtomicU64::new(0),
+            wait_timeout: AtomicU64::new(0),
+            interactive_timeout: AtomicU64::new(0),
+            globals_reread: tokio::sync::Notify::new(),
             report: Mutex::new(Report::default()),
             known: Mutex::new(GtidPos::default()),
         }
@@ -296,12 +304,35 @@ impl BackendTable {
         crate::backend::pool::Generation {
             down: live.epoch.load(Ordering::Acquire),
             globals: live.globals.load(Ordering::Acquire),
+            server_wait_timeout: self.session_wait_timeout(i, false),
         }
+    }
+
+    /// What the monitor read of backend `i`'s global wait_timeout and interactive_timeout.
+    pub fn set_session_timeouts(&self, i: usize, wait: u64, interactive: u64) {
+        let live = &self.backends[i].live;
+        live.wait_timeout.store(wait, Ordering::Release);
+        live.interactive_timeout
+            .store(interactive, Ordering::Release);
+    }
+
+    /// The wait_timeout a new session on backend `i` starts with, if the monitor knows it.
+    pub fn session_wait_timeout(&self, i: usize, interactive: bool) -> Option<Duration> {
+        let live = &self.backends[i].live;
+        let t = if interactive {
+            &live.interactive_timeout
+        } else {
+            &live.wait_timeout
+        };
+        Some(t.load(Ordering::Acquire))
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
     }
 
     /// Backend `i`'s global variables changed: no connection that logged in before is lent to
     /// a session again.
     pub fn globals_changed(&self, i: usize) {
         self.backends[i].live.globals.fetch_add(1, Ordering::AcqRel);
+        self.backends[i].live.globals_reread.notify_one();
     }
 }

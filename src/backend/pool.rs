@@ -40,6 +40,9 @@ pub enum PoolError {
 pub struct Generation {
     pub down: u64,
     pub globals: u64,
+    /// The server's wait_timeout: a connection idle nearly that long is about to be closed
+    /// by its server, perhaps while a command is on its way.
+    pub server_wait_timeout: Option<Duration>,
 }
 
 /// A server connection lent out by a pool, with the pool's bookkeeping beside it: which
@@ -344,10 +347,46 @@ fn retire(idle: &Idle, settings: &PoolSettings, generation: Generation) -> Optio
     if idle.conn.born.elapsed() >= settings.max_lifetime {
         return Some("older than pool.max_lifetime");
     }
+    if generation
+        .server_wait_timeout
+        .is_some_and(|w| idle.since.elapsed() + Duration::from_secs(1) >= w)
+    {
+        return Some("idle for nearly the server's wait_timeout");
+    }
     if idle.since.elapsed() >= QUIET_CHECK && idle.conn.framed.io.peer_spoke() {
         return Some("its server closed it (wait_timeout, a KILL)");
     }
     None
+}
+
+/// Close this worker's idle connections past `idle_timeout` (keeping `min_idle`), past
+/// `max_lifetime`, or closed by their server, in every backend's pool: run every second by each
+/// worker (`sweep`), so that a pool nobody borrows from shrinks too.
+pub fn sweep_once(settings: &PoolSettings) {
+    let expired: Vec<Box<Pooled>> = WORKER.with(|w| {
+        let mut w = w.borrow_mut();
+        let mut out = Vec::new();
+        for (_, b) in w.backends.iter_mut() {
+            while let Some(c) = prune(b, settings) {
+                out.push(c);
+            }
+            let (keep, old): (Vec<Idle>, Vec<Idle>) = b.idle.drain(..).partition(|i| {
+                i.conn.born.elapsed() < settings.max_lifetime
+                    && !(i.since.elapsed() >= QUIET_CHECK && i.conn.framed.io.peer_spoke())
+            });
+            b.idle = keep;
+            if !old.is_empty() {
+                b.counts
+                    .retired
+                    .fetch_add(old.len() as u64, Ordering::Relaxed);
+            }
+            out.extend(old.into_iter().map(|i| i.conn));
+            b.publish();
+        }
+        out
+    });
+    // Closed outside the pool's borrow: a closing connection gives its slot back.
+    drop(expired);
 }
 
 /// Close idle connections past their idle timeout, keeping `min_idle`. Returned so that they are

@@ -149,11 +149,21 @@ pub(crate) async fn run(s: &mut Session) {
 }
 
 impl Session {
-    /// The wait_timeout this session set for itself (`SET wait_timeout = 5`): the server would
+    /// The wait_timeout this session set for itself (`SET wait_timeout = 5`), else the server's
+    /// global one (interactive_timeout for an interactive client), as the monitor last read it
+    /// (a session that logged in before a change gets the new value here, unlike on a direct
+    /// connection): the server would
     /// close it after that long without a command, and so does Weiche (its server connections
     /// go back to the pool between commands, where the server's own timer never runs out).
     fn wait_timeout(&self) -> Option<std::time::Duration> {
-        let v = self.state.vars.get(&b"wait_timeout"[..])?;
+        let Some(v) = self.state.vars.get(&b"wait_timeout"[..]) else {
+            let interactive = self.capabilities & crate::protocol::constants::cap::INTERACTIVE != 0;
+            let table = &self.shared.backends;
+            return table
+                .primary()
+                .ok()
+                .and_then(|i| table.session_wait_timeout(i, interactive));
+        };
         let secs: u64 = std::str::from_utf8(v).ok()?.trim().parse().ok()?;
         Some(std::time::Duration::from_secs(secs.max(1)))
     }

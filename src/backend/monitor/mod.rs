@@ -102,7 +102,7 @@ async fn watch(
 ) {
     let mut first = true;
     let mut checks = 0u64;
-    let mut globals: Option<Vec<u8>> = None;
+    let mut globals: Option<probe::Globals> = None;
     loop {
         let started = tokio::time::Instant::now();
         let result = prober.check().await;
@@ -110,7 +110,13 @@ async fn watch(
         shared.record(i, result, &settings);
         if ok && checks % GLOBALS_EVERY == 0 {
             if let Some(now) = prober.globals().await {
-                if globals.as_ref().is_some_and(|g| *g != now) {
+                shared
+                    .table
+                    .set_session_timeouts(i, now.wait_timeout, now.interactive_timeout);
+                if globals
+                    .as_ref()
+                    .is_some_and(|g| g.fingerprint != now.fingerprint)
+                {
                     tracing::info!(
                         backend = %shared.table.backends[i].address,
                         "the server's global variables changed: pooled connections from before are not lent again"
@@ -125,7 +131,12 @@ async fn watch(
             first = false;
             checked.send_modify(|c| *c += 1);
         }
-        tokio::time::sleep_until(started + settings.interval).await;
+        // A SET GLOBAL through Weiche: read the globals again at once, not at the next turn.
+        let reread = shared.table.backends[i].live.globals_reread.notified();
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + settings.interval) => {}
+            _ = reread => checks = 0,
+        }
     }
 }
 

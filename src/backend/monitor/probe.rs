@@ -178,20 +178,45 @@ impl Prober {
 /// One number for the server's global values of every variable a session inherits (scope
 /// SESSION): when it changes, sessions that log in now start with other defaults than the
 /// pooled connections that logged in before. About 4 ms of server time, so not every check.
-const GLOBALS_FINGERPRINT: &[u8] = b"SELECT CRC32(GROUP_CONCAT(VARIABLE_NAME, '=', \
-    IFNULL(GLOBAL_VALUE, 'NULL') ORDER BY VARIABLE_NAME)) \
+/// A sum of per-variable checksums, not a checksum of GROUP_CONCAT: that is cut at
+/// group_concat_max_len (1024 bytes), so changes to most variables went unseen.
+const GLOBALS_FINGERPRINT: &[u8] = b"SELECT SUM(CRC32(CONCAT(VARIABLE_NAME, '=', \
+    IFNULL(GLOBAL_VALUE, 'NULL')))), \
+    @@GLOBAL.wait_timeout, @@GLOBAL.interactive_timeout \
     FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_SCOPE = 'SESSION'";
+
+/// What the monitor reads of a server's globals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Globals {
+    /// Changes whenever a session default changes.
+    pub fingerprint: Vec<u8>,
+    /// The wait_timeout a new session starts with (interactive clients: interactive_timeout),
+    /// in seconds.
+    pub wait_timeout: u64,
+    pub interactive_timeout: u64,
+}
 
 impl Prober {
     /// The fingerprint of the server's session defaults (see `GLOBALS_FINGERPRINT`); None
     /// without a monitor account or when the check fails.
-    pub async fn globals(&mut self) -> Option<Vec<u8>> {
+    pub async fn globals(&mut self) -> Option<Globals> {
         let conn = self.conn.as_mut()?;
         let ask = async {
             conn.queue_query(GLOBALS_FINGERPRINT);
             conn.framed.flush().await.ok()?;
             let r = rows(conn.read_answer().await).ok()?;
-            r.rows.first()?.first()?.clone()
+            let row = r.rows.first()?;
+            let secs = |i: usize| -> Option<u64> {
+                std::str::from_utf8(row.get(i)?.as_deref()?)
+                    .ok()?
+                    .parse()
+                    .ok()
+            };
+            Some(Globals {
+                fingerprint: row.first()?.clone()?,
+                wait_timeout: secs(1)?,
+                interactive_timeout: secs(2)?,
+            })
         };
         tokio::time::timeout(self.timeout, ask).await.ok().flatten()
     }
