@@ -60,6 +60,7 @@ async fn caching_sha2_login(addr: &str, password: &str) -> Vec<Vec<u8>> {
     let g = Greeting::decode(&f.read_packet(1 << 16).await.unwrap().payload).unwrap();
     let login = HandshakeResponse {
         capabilities: common::raw::BASE_CAPS & g.capabilities,
+        mariadb_caps: 0,
         max_packet: 1 << 24,
         charset: 45,
         username: app_user().into_bytes(),

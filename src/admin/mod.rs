@@ -81,6 +81,7 @@ async fn connection(
         connection_id: id,
         scramble: scramble.to_vec(),
         capabilities: caps,
+        mariadb_caps: 0,
         charset: 45,
         status: status::AUTOCOMMIT,
         auth_plugin: NATIVE_PASSWORD.to_vec(),
@@ -149,7 +150,7 @@ async fn connection(
                 ..Default::default()
             };
             if let (Decision::SendResult(packets), _) =
-                h.read_query(&view, &cmd.payload, false, status::AUTOCOMMIT)
+                h.read_query(&view, &cmd.payload, Default::default(), status::AUTOCOMMIT)
             {
                 let mut s = seq;
                 for p in &packets {
@@ -234,7 +235,7 @@ pub(crate) fn table(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Vec<byt
     crate::protocol::resultset::string_result(
         columns,
         &rows,
-        false,
+        crate::protocol::resultset::Shape::default(),
         crate::protocol::constants::status::AUTOCOMMIT,
     )
 }

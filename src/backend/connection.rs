@@ -50,6 +50,8 @@ pub struct LoginParams {
     pub secret: Secret,
     /// The client's capabilities; the response-shaping ones are requested from the server.
     pub client_capabilities: u32,
+    /// The client's MariaDB extended capabilities: all change what the server sends.
+    pub client_mariadb_caps: u32,
     pub charset: u8,
     pub database: Option<Vec<u8>>,
     pub connect_attrs: Option<Vec<u8>>,
@@ -73,6 +75,7 @@ impl LoginParams {
                 Secret::Plain(account.password.as_bytes().to_vec())
             },
             client_capabilities: 0,
+            client_mariadb_caps: 0,
             charset: 33,
             database: None,
             connect_attrs: None,
@@ -120,6 +123,8 @@ pub struct ServerConnection {
     /// The backend's id for this connection (what KILL on that server needs).
     pub thread_id: u32,
     pub capabilities: u32,
+    /// MariaDB's extended capabilities in force on this connection.
+    pub mariadb_caps: u32,
     pub server_version: Vec<u8>,
     /// The session state this connection is in, as the server reported it.
     pub state: ConnState,
@@ -149,7 +154,7 @@ impl ServerConnection {
         address: &str,
         tls: &BackendTls,
         server_caps: u32,
-        caps: u32,
+        (caps, mariadb_caps): (u32, u32),
         charset: u8,
         seq: u8,
     ) -> Result<u8, BackendError> {
@@ -163,7 +168,13 @@ impl ServerConnection {
             ));
         }
         let mut buf = BytesMut::new();
-        HandshakeResponse::encode_ssl_request(caps | cap::SSL, 1 << 30, charset, &mut buf);
+        HandshakeResponse::encode_ssl_request(
+            caps | cap::SSL,
+            mariadb_caps,
+            1 << 30,
+            charset,
+            &mut buf,
+        );
         let seq = framed
             .send(seq, &buf)
             .await
@@ -239,6 +250,12 @@ impl ServerConnection {
         if params.database.is_some() {
             caps |= cap::CONNECT_WITH_DB;
         }
+        // Extended capabilities are sent only without CLIENT_MYSQL (LONG_PASSWORD, which
+        // MariaDB ignores otherwise).
+        let mariadb_caps = params.client_mariadb_caps & greeting.mariadb_caps;
+        if mariadb_caps != 0 {
+            caps &= !cap::LONG_PASSWORD;
+        }
         if params.connect_attrs.is_some() && server_caps & cap::CONNECT_ATTRS != 0 {
             caps |= cap::CONNECT_ATTRS;
         }
@@ -249,7 +266,7 @@ impl ServerConnection {
                 address,
                 tls,
                 server_caps,
-                caps,
+                (caps, mariadb_caps),
                 params.charset,
                 seq,
             )
@@ -260,6 +277,7 @@ impl ServerConnection {
             self::answer(address, params, &greeting.auth_plugin, &greeting.scramble)?;
         let login = HandshakeResponse {
             capabilities: caps,
+            mariadb_caps,
             max_packet: 1 << 30,
             charset: params.charset,
             username: params.user.as_bytes().to_vec(),
@@ -285,6 +303,7 @@ impl ServerConnection {
                         address: address.to_string(),
                         thread_id: greeting.connection_id,
                         capabilities: caps,
+                        mariadb_caps,
                         server_version: greeting.server_version,
                         state: ConnState {
                             status: ok.status,

@@ -21,6 +21,7 @@ pub struct PoolKey {
     pub user: String,
     pub charset: u8,
     pub capabilities: u32,
+    pub mariadb_caps: u32,
 }
 
 /// Why no connection could be had.

@@ -26,7 +26,7 @@ pub struct KeyInput<'a> {
     pub user: &'a str,
     pub schema: Option<&'a [u8]>,
     /// The client capabilities that shape a response's bytes.
-    pub shaping: u32,
+    pub shaping: u64,
     pub charset: u8,
     pub vars: &'a BTreeMap<Vec<u8>, Vec<u8>>,
     /// The normalized statement (see `policy::statement`).

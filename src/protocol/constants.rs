@@ -68,6 +68,25 @@ pub mod cap {
         | DEPRECATE_EOF;
 }
 
+/// MariaDB's extended capabilities (the upper 32 bits of its 64-bit capability set), exchanged
+/// in bytes the MySQL protocol reserves, and only when neither side sets `cap::LONG_PASSWORD`
+/// (which MariaDB calls CLIENT_MYSQL: "I am MySQL, no extended capabilities").
+pub mod mariadb_cap {
+    pub const PROGRESS: u32 = 1;
+    pub const COM_MULTI: u32 = 1 << 1;
+    /// COM_STMT_BULK_EXECUTE: many rows of parameters in one command, with indicators.
+    pub const STMT_BULK_OPERATIONS: u32 = 1 << 2;
+    /// Column definitions carry the extended type (json, uuid, inet6, geometry kinds).
+    pub const EXTENDED_METADATA: u32 = 1 << 3;
+    pub const CACHE_METADATA: u32 = 1 << 4;
+    pub const BULK_UNIT_RESULTS: u32 = 1 << 5;
+
+    /// What Weiche relays. Not PROGRESS (progress packets are not relayed), COM_MULTI (gone
+    /// from servers), CACHE_METADATA (a statement's metadata would have to be remembered per
+    /// server connection, and a client statement moves between them), BULK_UNIT_RESULTS.
+    pub const WEICHE: u32 = STMT_BULK_OPERATIONS | EXTENDED_METADATA;
+}
+
 /// Server status flags, as found in OK and EOF packets.
 pub mod status {
     pub const IN_TRANS: u16 = 0x0001;
@@ -115,6 +134,8 @@ pub mod com {
     pub const DAEMON: u8 = 29;
     pub const BINLOG_DUMP_GTID: u8 = 30;
     pub const RESET_CONNECTION: u8 = 31;
+    /// MariaDB's COM_STMT_BULK_EXECUTE (with `mariadb_cap::STMT_BULK_OPERATIONS`).
+    pub const STMT_BULK_EXECUTE: u8 = 0xfa;
 }
 
 /// Error codes Weiche sends itself, with MariaDB's numbers so that clients react as usual.

@@ -14,6 +14,8 @@ pub struct Greeting {
     /// The auth plugin's challenge (20 bytes for mysql_native_password and client_ed25519... 32).
     pub scramble: Vec<u8>,
     pub capabilities: u32,
+    /// MariaDB's extended capabilities (`mariadb_cap`); 0 from MySQL servers.
+    pub mariadb_caps: u32,
     pub charset: u8,
     pub status: u16,
     pub auth_plugin: Vec<u8>,
@@ -36,12 +38,17 @@ impl Greeting {
         let mut charset = 0;
         let mut status = 0;
         let mut auth_plugin = Vec::new();
+        let mut mariadb_caps = 0;
         if !r.is_empty() {
             charset = r.u8("greeting charset")?;
             status = r.u16("greeting status")?;
             capabilities |= (r.u16("greeting capabilities")? as u32) << 16;
             let data_len = r.u8("greeting auth data length")? as usize;
-            r.bytes(10, "greeting reserved")?;
+            let reserved = r.bytes(10, "greeting reserved")?;
+            if capabilities & cap::LONG_PASSWORD == 0 {
+                mariadb_caps =
+                    u32::from_le_bytes([reserved[6], reserved[7], reserved[8], reserved[9]]);
+            }
             if capabilities & cap::SECURE_CONNECTION != 0 {
                 let n = data_len.saturating_sub(8).max(13);
                 let part2 = r.bytes(n.min(r.remaining()), "greeting scramble")?;
@@ -58,6 +65,7 @@ impl Greeting {
             connection_id,
             scramble,
             capabilities,
+            mariadb_caps,
             charset,
             status,
             auth_plugin,
@@ -77,7 +85,8 @@ impl Greeting {
         out.put_u16_le(self.status);
         out.put_u16_le((self.capabilities >> 16) as u16);
         out.put_u8((self.scramble.len() + 1) as u8);
-        out.put_slice(&[0; 10]);
+        out.put_slice(&[0; 6]);
+        out.put_u32_le(self.mariadb_caps);
         out.put_slice(p2);
         out.put_u8(0);
         out.put_slice(&self.auth_plugin);
@@ -89,6 +98,8 @@ impl Greeting {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HandshakeResponse {
     pub capabilities: u32,
+    /// MariaDB's extended capabilities, sent when `capabilities` lacks CLIENT_MYSQL.
+    pub mariadb_caps: u32,
     pub max_packet: u32,
     pub charset: u8,
     pub username: Vec<u8>,
@@ -110,11 +121,18 @@ impl HandshakeResponse {
     }
 
     /// The SSL request: the login packet's fixed part, sent before the TLS handshake.
-    pub fn encode_ssl_request(capabilities: u32, max_packet: u32, charset: u8, out: &mut BytesMut) {
+    pub fn encode_ssl_request(
+        capabilities: u32,
+        mariadb_caps: u32,
+        max_packet: u32,
+        charset: u8,
+        out: &mut BytesMut,
+    ) {
         out.put_u32_le(capabilities | cap::SSL);
         out.put_u32_le(max_packet);
         out.put_u8(charset);
-        out.put_slice(&[0; 23]);
+        out.put_slice(&[0; 19]);
+        out.put_u32_le(mariadb_caps);
     }
 
     pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
@@ -127,7 +145,12 @@ impl HandshakeResponse {
         }
         let max_packet = r.u32("login max packet")?;
         let charset = r.u8("login charset")?;
-        r.bytes(23, "login reserved")?;
+        let reserved = r.bytes(23, "login reserved")?;
+        let mariadb_caps = if capabilities & cap::LONG_PASSWORD == 0 {
+            u32::from_le_bytes([reserved[19], reserved[20], reserved[21], reserved[22]])
+        } else {
+            0
+        };
         let username = r.null_str().to_vec();
         let auth_response = if capabilities & cap::PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
             r.lenenc_bytes("login auth response")?.to_vec()
@@ -139,6 +162,7 @@ impl HandshakeResponse {
         };
         let mut resp = HandshakeResponse {
             capabilities,
+            mariadb_caps,
             max_packet,
             charset,
             username,
@@ -164,7 +188,8 @@ impl HandshakeResponse {
         out.put_u32_le(self.capabilities);
         out.put_u32_le(self.max_packet);
         out.put_u8(self.charset);
-        out.put_slice(&[0; 23]);
+        out.put_slice(&[0; 19]);
+        out.put_u32_le(self.mariadb_caps);
         out.put_slice(&self.username);
         out.put_u8(0);
         // The same three forms decode() reads (a fuzzer found the third missing).
@@ -278,7 +303,8 @@ mod tests {
             server_version: b"5.5.5-10.11.6-MariaDB".to_vec(),
             connection_id: 42,
             scramble: (1..=20).collect(),
-            capabilities: cap::WEICHE_SERVER,
+            capabilities: cap::WEICHE_SERVER & !cap::LONG_PASSWORD,
+            mariadb_caps: super::super::constants::mariadb_cap::WEICHE,
             charset: 45,
             status: 2,
             auth_plugin: b"mysql_native_password".to_vec(),
@@ -297,6 +323,7 @@ mod tests {
                 | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
                 | cap::CONNECT_WITH_DB
                 | cap::CONNECT_ATTRS,
+            mariadb_caps: super::super::constants::mariadb_cap::EXTENDED_METADATA,
             max_packet: 1 << 24,
             charset: 45,
             username: b"app".to_vec(),

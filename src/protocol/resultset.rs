@@ -11,7 +11,16 @@ const UTF8MB4_GENERAL_CI: u16 = 45;
 const BINARY: u16 = 63;
 pub const TYPE_VAR_STRING: u8 = 0xfd;
 
-fn column(name: &[u8], ty: u8) -> BytesMut {
+/// What the client agreed to that changes a result set's packets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// CLIENT_DEPRECATE_EOF: no EOF after the columns, an OK-like terminator.
+    pub deprecate_eof: bool,
+    /// MARIADB_CLIENT_EXTENDED_METADATA: each column definition has an extended-type block.
+    pub extended_metadata: bool,
+}
+
+fn column(name: &[u8], ty: u8, shape: Shape) -> BytesMut {
     let mut b = BytesMut::with_capacity(32 + name.len());
     put_lenenc_bytes(&mut b, b"def");
     put_lenenc_bytes(&mut b, b"");
@@ -19,6 +28,10 @@ fn column(name: &[u8], ty: u8) -> BytesMut {
     put_lenenc_bytes(&mut b, b"");
     put_lenenc_bytes(&mut b, name);
     put_lenenc_bytes(&mut b, name);
+    if shape.extended_metadata {
+        // No extended type: an empty block.
+        put_lenenc_bytes(&mut b, b"");
+    }
     b.put_u8(0x0c);
     // Text types carry a character set; numbers are binary, as the server sends them.
     let text = matches!(ty, 0x0f | 0xf5..=0xfe);
@@ -47,14 +60,15 @@ fn terminator(deprecate_eof: bool, status: u16) -> BytesMut {
 pub fn text_result(
     columns: &[(&[u8], u8)],
     rows: &[Vec<Option<Vec<u8>>>],
-    deprecate_eof: bool,
+    shape: Shape,
     status: u16,
 ) -> Vec<BytesMut> {
+    let deprecate_eof = shape.deprecate_eof;
     let mut out = Vec::with_capacity(columns.len() + rows.len() + 3);
     let mut count = BytesMut::new();
     put_lenenc_int(&mut count, columns.len() as u64);
     out.push(count);
-    out.extend(columns.iter().map(|(name, ty)| column(name, *ty)));
+    out.extend(columns.iter().map(|(name, ty)| column(name, *ty, shape)));
     if !deprecate_eof {
         out.push(terminator(false, status));
     }
@@ -76,7 +90,7 @@ pub fn text_result(
 pub fn string_result(
     columns: &[&str],
     rows: &[Vec<Option<String>>],
-    deprecate_eof: bool,
+    shape: Shape,
     status: u16,
 ) -> Vec<BytesMut> {
     let columns: Vec<(&[u8], u8)> = columns
@@ -91,7 +105,7 @@ pub fn string_result(
                 .collect()
         })
         .collect();
-    text_result(&columns, &rows, deprecate_eof, status)
+    text_result(&columns, &rows, shape, status)
 }
 
 /// Send a whole text result set of VAR_STRING columns; `seq` is the sequence id of its first
@@ -101,10 +115,10 @@ pub async fn send_text_result<S: AsyncRead + AsyncWrite + Unpin>(
     mut seq: u8,
     columns: &[&str],
     rows: &[Vec<Option<String>>],
-    deprecate_eof: bool,
+    shape: Shape,
     status: u16,
 ) -> Result<(), ProtocolError> {
-    for p in string_result(columns, rows, deprecate_eof, status) {
+    for p in string_result(columns, rows, shape, status) {
         seq = out.queue(seq, &p);
     }
     out.flush().await

@@ -30,7 +30,9 @@ impl Expect {
     /// The response shape for a command byte, `None` for commands Weiche does not relay.
     pub fn for_command(cmd: u8) -> Option<Expect> {
         Some(match cmd {
-            com::QUERY | com::STMT_EXECUTE | com::PROCESS_INFO => Expect::Results,
+            com::QUERY | com::STMT_EXECUTE | com::STMT_BULK_EXECUTE | com::PROCESS_INFO => {
+                Expect::Results
+            }
             com::STMT_PREPARE => Expect::Prepare,
             com::FIELD_LIST => Expect::FieldList,
             com::STMT_FETCH => Expect::Fetch,

@@ -90,7 +90,13 @@ const NO_GOOD_INDEX_USED: u16 = 0x0010;
 const NO_INDEX_USED: u16 = 0x0020;
 
 /// The `inj` table for `read_query_result`.
-pub fn inj_table(lua: &Lua, inj: &Injection, out: &Outcome) -> mlua::Result<Table> {
+/// `extended_metadata`: the column definitions carry MariaDB's extended-type block.
+pub fn inj_table(
+    lua: &Lua,
+    inj: &Injection,
+    out: &Outcome,
+    extended_metadata: bool,
+) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("id", inj.id)?;
     t.set("type", inj.packet.first().copied().unwrap_or(0))?;
@@ -122,7 +128,7 @@ pub fn inj_table(lua: &Lua, inj: &Injection, out: &Outcome) -> mlua::Result<Tabl
     flags.set("no_index_used", out.status & NO_INDEX_USED != 0)?;
     rs.set("flags", flags)?;
     match &out.packets {
-        Some(packets) => fill_resultset(lua, &rs, packets)?,
+        Some(packets) => fill_resultset(lua, &rs, packets, extended_metadata)?,
         None => {
             // Fields, rows and raw were streamed to the client, not kept.
             let mt = lua.create_table()?;
@@ -145,7 +151,12 @@ pub fn inj_table(lua: &Lua, inj: &Injection, out: &Outcome) -> mlua::Result<Tabl
 }
 
 /// `fields`, `rows` (an iterator) and `raw` from a buffered text result.
-fn fill_resultset(lua: &Lua, rs: &Table, packets: &[Bytes]) -> mlua::Result<()> {
+fn fill_resultset(
+    lua: &Lua,
+    rs: &Table,
+    packets: &[Bytes],
+    extended_metadata: bool,
+) -> mlua::Result<()> {
     let Some(first) = packets.first() else {
         return Ok(());
     };
@@ -153,7 +164,7 @@ fn fill_resultset(lua: &Lua, rs: &Table, packets: &[Bytes]) -> mlua::Result<()> 
     let fields = lua.create_table()?;
     let rows = lua.create_table()?;
     if !matches!(first.first(), Some(0x00) | Some(0xff)) {
-        let (defs, data) = parse_text_result(packets).map_err(|e| {
+        let (defs, data) = parse_text_result(packets, extended_metadata).map_err(|e| {
             mlua::Error::runtime(format!("cannot read the injected query's result: {e}"))
         })?;
         for (i, d) in defs.iter().enumerate() {
@@ -213,6 +224,7 @@ type Row = Vec<Option<Vec<u8>>>;
 /// Column definitions and rows of a text result set (the first one of a multi-result).
 fn parse_text_result(
     packets: &[Bytes],
+    extended_metadata: bool,
 ) -> Result<(Vec<FieldDef>, Vec<Row>), crate::protocol::ProtocolError> {
     let mut it = packets.iter();
     let count = match it.next() {
@@ -229,6 +241,9 @@ fn parse_text_result(
         let org_table = r.lenenc_bytes("org_table")?.to_vec();
         let name = r.lenenc_bytes("name")?.to_vec();
         let org_name = r.lenenc_bytes("org_name")?.to_vec();
+        if extended_metadata {
+            r.lenenc_bytes("extended type info")?;
+        }
         r.lenenc_int("fixed length")?;
         r.u16("charset")?;
         r.u32("length")?;

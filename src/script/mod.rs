@@ -22,6 +22,7 @@ pub use inject::{Injection, Outcome};
 
 use crate::backend::BackendTable;
 use crate::config::Scripting;
+use crate::protocol::resultset::Shape;
 use bytes::BytesMut;
 use mlua::{Lua, Table, Value};
 use std::borrow::Cow;
@@ -318,7 +319,7 @@ impl ScriptHandle {
     }
 
     /// Read `proxy.queries` and `proxy.response` after a hook returned `ret`.
-    fn decision(&self, ret: Option<Value>, deprecate_eof: bool, status: u16) -> Decision {
+    fn decision(&self, ret: Option<Value>, shape: Shape, status: u16) -> Decision {
         let code = match ret {
             Some(Value::Integer(n)) => n,
             Some(Value::Number(n)) => n as i64,
@@ -332,7 +333,7 @@ impl ScriptHandle {
                     let resp: Table = proxy.get("response").map_err(|e| e.to_string())?;
                     // proxy.response is reset once it was used, not before every call.
                     let _ = e.fresh_response();
-                    response::encode(&resp, deprecate_eof, status)
+                    response::encode(&resp, shape, status)
                         .map(Decision::SendResult)
                         .map_err(|e| e.to_string())
                 }
@@ -373,11 +374,11 @@ impl ScriptHandle {
         &mut self,
         name: &'static str,
         view: &ConnView<'_>,
-        deprecate_eof: bool,
+        shape: Shape,
         status: u16,
     ) -> (Decision, After) {
         let (ret, after) = self.call(name, view, |_| Ok(mlua::MultiValue::new()));
-        (self.decision(ret, deprecate_eof, status), after)
+        (self.decision(ret, shape, status), after)
     }
 
     /// `read_auth_result({packet = ...})`.
@@ -392,7 +393,7 @@ impl ScriptHandle {
             t.set("packet", lua.create_string(packet)?)?;
             Ok(mlua::MultiValue::from_iter([Value::Table(t)]))
         });
-        (self.decision(ret, false, status), after)
+        (self.decision(ret, Shape::default(), status), after)
     }
 
     /// `read_query(packet)` for a client command.
@@ -400,7 +401,7 @@ impl ScriptHandle {
         &mut self,
         view: &ConnView<'_>,
         packet: &[u8],
-        deprecate_eof: bool,
+        shape: Shape,
         status: u16,
     ) -> (Decision, After) {
         let (ret, after) = self.call("read_query", view, |lua| {
@@ -408,7 +409,7 @@ impl ScriptHandle {
                 lua.create_string(packet)?,
             )]))
         });
-        (self.decision(ret, deprecate_eof, status), after)
+        (self.decision(ret, shape, status), after)
     }
 
     /// `read_query_result(inj)` for an injection's result. Returns the decision and the
@@ -418,14 +419,14 @@ impl ScriptHandle {
         view: &ConnView<'_>,
         inj: &Injection,
         outcome: &Outcome,
-        deprecate_eof: bool,
+        shape: Shape,
         status: u16,
     ) -> (Decision, Vec<Injection>, After) {
         let (ret, after) = self.call("read_query_result", view, |lua| {
-            let t = inject::inj_table(lua, inj, outcome)?;
+            let t = inject::inj_table(lua, inj, outcome, shape.extended_metadata)?;
             Ok(mlua::MultiValue::from_iter([Value::Table(t)]))
         });
-        let decision = self.decision(ret, deprecate_eof, status);
+        let decision = self.decision(ret, shape, status);
         let id = self.id;
         let more = engine::with_existing(|e| {
             e.sessions

@@ -2,7 +2,7 @@
 //! ERR; or RAW packets), turned into packet payloads.
 
 use super::constants::{MYSQLD_PACKET_ERR, MYSQLD_PACKET_OK, MYSQLD_PACKET_RAW};
-use crate::protocol::resultset::{text_result, TYPE_VAR_STRING};
+use crate::protocol::resultset::{text_result, Shape, TYPE_VAR_STRING};
 use crate::protocol::{ErrPacket, OkPacket};
 use bytes::BytesMut;
 use mlua::{Table, Value};
@@ -17,16 +17,12 @@ pub enum ResponseError {
 }
 
 /// The packets (payloads) that answer the client. `status`: the session's real status flags.
-pub fn encode(
-    response: &Table,
-    deprecate_eof: bool,
-    status: u16,
-) -> Result<Vec<BytesMut>, ResponseError> {
+pub fn encode(response: &Table, shape: Shape, status: u16) -> Result<Vec<BytesMut>, ResponseError> {
     let ty: Option<i64> = response.get("type")?;
     match ty {
         Some(MYSQLD_PACKET_OK) => {
             if let Some(rs) = response.get::<Option<Table>>("resultset")? {
-                return resultset(&rs, deprecate_eof, status);
+                return resultset(&rs, shape, status);
             }
             let mut b = BytesMut::new();
             OkPacket {
@@ -65,7 +61,7 @@ pub fn encode(
     }
 }
 
-fn resultset(rs: &Table, deprecate_eof: bool, status: u16) -> Result<Vec<BytesMut>, ResponseError> {
+fn resultset(rs: &Table, shape: Shape, status: u16) -> Result<Vec<BytesMut>, ResponseError> {
     let mut columns: Vec<(Vec<u8>, u8)> = Vec::new();
     if let Some(fields) = rs.get::<Option<Table>>("fields")? {
         for f in fields.sequence_values::<Table>() {
@@ -100,5 +96,5 @@ fn resultset(rs: &Table, deprecate_eof: bool, status: u16) -> Result<Vec<BytesMu
         }
     }
     let cols: Vec<(&[u8], u8)> = columns.iter().map(|(n, t)| (n.as_slice(), *t)).collect();
-    Ok(text_result(&cols, &rows, deprecate_eof, status))
+    Ok(text_result(&cols, &rows, shape, status))
 }

@@ -18,11 +18,13 @@ impl Session {
         let analyzed = self.query_digest.take();
         let (sql, hash): (Option<&[u8]>, Option<u64>) = match payload.first() {
             Some(&com::QUERY) => (Some(&payload[1..]), analyzed),
-            Some(&com::STMT_EXECUTE) => super::stmt::statement_id(payload)
-                .and_then(|id| self.stmts.get(id))
-                .map_or((None, None), |st| {
-                    (Some(&st.sql[..]), Some(st.analysis.digest))
-                }),
+            Some(&com::STMT_EXECUTE | &com::STMT_BULK_EXECUTE) => {
+                super::stmt::statement_id(payload)
+                    .and_then(|id| self.stmts.get(id))
+                    .map_or((None, None), |st| {
+                        (Some(&st.sql[..]), Some(st.analysis.digest))
+                    })
+            }
             _ => (None, None),
         };
         if let Some(sql) = sql {

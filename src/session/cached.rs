@@ -66,7 +66,9 @@ impl Session {
         KeyInput {
             user: &self.user,
             schema: self.state.schema.as_deref(),
-            shaping: self.capabilities & (cap::RESPONSE_SHAPING | cap::SESSION_TRACK),
+            // MariaDB's extended capabilities shape result sets too (extended metadata).
+            shaping: (self.capabilities & (cap::RESPONSE_SHAPING | cap::SESSION_TRACK)) as u64
+                | (self.mariadb_caps as u64) << 32,
             charset: self.charset,
             vars: &self.state.vars,
             statement: &plan.statement,

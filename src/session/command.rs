@@ -210,7 +210,8 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
         | com::STMT_FETCH
         | com::STMT_CLOSE
         | com::STMT_RESET
-        | com::STMT_SEND_LONG_DATA => return super::prepared::dispatch(s, cmd).await,
+        | com::STMT_SEND_LONG_DATA
+        | com::STMT_BULK_EXECUTE => return super::prepared::dispatch(s, cmd).await,
         // Ids below Weiche's range are backend thread ids (from CONNECTION_ID()): such a KILL
         // goes to the backend unchanged, like any other command.
         com::QUERY => {

@@ -102,11 +102,11 @@ pub(crate) async fn run(
             s.cache_written(sql, Some(&analysis.effects)).await?;
         }
         let outcome = outcome(&walker, packets.as_deref(), inj.queued_at, first_at);
-        let (status, deprecate_eof) = (s.status(), s.deprecate_eof());
+        let (status, shape) = (s.status(), s.shape());
         let mut script = s.script.take();
         let (decision, more, after) = match script.as_mut() {
             Some(h) if h.has("read_query_result") => {
-                h.read_query_result(&s.conn_view(), &inj, &outcome, deprecate_eof, status)
+                h.read_query_result(&s.conn_view(), &inj, &outcome, shape, status)
             }
             _ => (Decision::Default, Vec::new(), Default::default()),
         };

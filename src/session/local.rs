@@ -67,13 +67,13 @@ pub(super) async fn explain_route(
         Some(cache),
     ];
     let st = s.status();
-    let deprecate_eof = s.deprecate_eof();
+    let shape = s.shape();
     send_text_result(
         &mut s.client,
         seq.wrapping_add(1),
         &["target", "reason", "pins", "cache"],
         &[row],
-        deprecate_eof,
+        shape,
         st,
     )
     .await

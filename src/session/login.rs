@@ -11,7 +11,7 @@ use crate::config::{Config, PoolMode, User};
 use crate::login::{access_denied, check_password, read_login, tls_required, Auth, Login};
 use crate::metrics::Limit;
 use crate::protocol::auth::{self, NATIVE_PASSWORD};
-use crate::protocol::constants::{cap, errcode, status};
+use crate::protocol::constants::{cap, errcode, mariadb_cap, status};
 use crate::protocol::handshake::{Greeting, HandshakeResponse};
 use crate::protocol::{err_payload, ok_payload, ErrPacket, Framed, ProtocolError};
 use crate::route::{Reason, Route};
@@ -140,6 +140,7 @@ struct NewClient<'s> {
 struct Greeted {
     scramble: [u8; 20],
     offered: u32,
+    offered_mariadb: u32,
 }
 
 /// A client whose credentials Weiche accepted, within its limits.
@@ -190,7 +191,12 @@ impl NewClient<'_> {
             }
         }
         if let Some(h) = self.script.as_mut().filter(|h| h.has("connect_server")) {
-            let (d, after) = h.phase("connect_server", &self.view, false, status::AUTOCOMMIT);
+            let (d, after) = h.phase(
+                "connect_server",
+                &self.view,
+                Default::default(),
+                status::AUTOCOMMIT,
+            );
             if let Some(ndx) = after.backend_ndx {
                 self.login_backend = crate::script::backend_index(ndx);
                 self.view.backend = self.login_backend;
@@ -212,6 +218,12 @@ impl NewClient<'_> {
         // Offer only what both Weiche and the backend can do: responses are relayed unchanged.
         let mut offered =
             cap::WEICHE_SERVER & (info.capabilities | cap::LONG_PASSWORD | cap::PROTOCOL_41);
+        // A MariaDB primary: say so as it does (no CLIENT_MYSQL), so that MariaDB clients send
+        // their extended capabilities, and offer the ones Weiche relays.
+        let offered_mariadb = mariadb_cap::WEICHE & info.mariadb_caps;
+        if info.capabilities & cap::LONG_PASSWORD == 0 {
+            offered &= !cap::LONG_PASSWORD;
+        }
         if self.config.tls.acceptor.is_some() {
             offered |= cap::SSL;
         }
@@ -220,6 +232,7 @@ impl NewClient<'_> {
             connection_id: self.id,
             scramble: scramble.to_vec(),
             capabilities: offered,
+            mariadb_caps: offered_mariadb,
             charset: info.charset,
             status: status::AUTOCOMMIT,
             auth_plugin: NATIVE_PASSWORD.to_vec(),
@@ -236,7 +249,7 @@ impl NewClient<'_> {
                 ..self.view.clone()
             };
             if let (Decision::SendResult(packets), _) =
-                h.phase("read_handshake", &v, false, status::AUTOCOMMIT)
+                h.phase("read_handshake", &v, Default::default(), status::AUTOCOMMIT)
             {
                 send_all(&mut self.client, u8::MAX, &packets).await?;
                 return Ok(ControlFlow::Break(()));
@@ -245,7 +258,11 @@ impl NewClient<'_> {
         let mut buf = BytesMut::new();
         greeting.encode(&mut buf);
         self.client.send(0, &buf).await?;
-        Ok(ControlFlow::Continue(Greeted { scramble, offered }))
+        Ok(ControlFlow::Continue(Greeted {
+            scramble,
+            offered,
+            offered_mariadb,
+        }))
     }
 
     /// Read and check the client's credentials within `limits.login_timeout`, then its user's
@@ -330,9 +347,12 @@ impl NewClient<'_> {
         let Some(h) = self.script.as_mut().filter(|h| h.has("read_auth")) else {
             return Ok(ControlFlow::Continue(false));
         };
-        let (Decision::SendResult(packets), _) =
-            h.phase("read_auth", &self.view, false, status::AUTOCOMMIT)
-        else {
+        let (Decision::SendResult(packets), _) = h.phase(
+            "read_auth",
+            &self.view,
+            Default::default(),
+            status::AUTOCOMMIT,
+        ) else {
             return Ok(ControlFlow::Continue(false));
         };
         send_all(&mut self.client, a.seq.wrapping_sub(1), &packets).await?;
@@ -369,6 +389,7 @@ impl NewClient<'_> {
             user: user.name.clone(),
             secret,
             capabilities: resp.capabilities & g.offered,
+            mariadb_caps: resp.mariadb_caps & g.offered_mariadb,
             charset: resp.charset,
             connect_attrs: resp.connect_attrs.clone(),
             scramble: g.scramble,

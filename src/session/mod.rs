@@ -51,6 +51,8 @@ pub(crate) struct Session {
     pub secret: Secret,
     /// The capabilities agreed with the client.
     pub capabilities: u32,
+    /// MariaDB's extended capabilities agreed with the client (`mariadb_cap`).
+    pub mariadb_caps: u32,
     pub charset: u8,
     pub connect_attrs: Option<Vec<u8>>,
     /// The challenge last sent to the client (COM_CHANGE_USER answers are checked against it).
@@ -136,11 +138,22 @@ impl Session {
         self.capabilities & cap::DEPRECATE_EOF != 0
     }
 
+    /// How result sets Weiche makes up must look for this client.
+    pub fn shape(&self) -> crate::protocol::resultset::Shape {
+        crate::protocol::resultset::Shape {
+            deprecate_eof: self.deprecate_eof(),
+            extended_metadata: self.mariadb_caps
+                & crate::protocol::constants::mariadb_cap::EXTENDED_METADATA
+                != 0,
+        }
+    }
+
     pub fn login_params(&self) -> LoginParams {
         LoginParams {
             user: self.user.clone(),
             secret: self.secret.clone(),
             client_capabilities: self.capabilities,
+            client_mariadb_caps: self.mariadb_caps,
             charset: self.charset,
             database: self.state.schema.clone(),
             connect_attrs: self.connect_attrs.clone(),

@@ -7,7 +7,8 @@ use super::cached::Step;
 use super::outcome::{CommandError, Kind, Next, Retry};
 use super::relay::{RelayError, Rewrite};
 use super::stmt::{
-    execute_info, execute_params, rewrite_execute, rewrite_id, statement_id, ClientStatement,
+    bulk_types, execute_info, execute_params, rewrite_bulk, rewrite_execute, rewrite_id,
+    statement_id, ClientStatement, LAST_PREPARED,
 };
 use super::Session;
 use crate::protocol::constants::{com, errcode, status};
@@ -22,12 +23,18 @@ fn unknown(id: u32, what: &str) -> ErrPacket {
     )
 }
 
-pub(crate) async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
+pub(crate) async fn dispatch(s: &mut Session, mut cmd: Chunk) -> Result<Next, RelayError> {
     let code = cmd.payload[0];
+    if code != com::STMT_PREPARE && statement_id(&cmd.payload) == Some(LAST_PREPARED) {
+        // From here on the command names the statement by the client id Weiche gave it.
+        let id = s.stmts.resolve(LAST_PREPARED);
+        cmd.payload = rewrite_id(&cmd.payload, id);
+    }
     let was_pinned = s.pinned();
     let result = match code {
         com::STMT_PREPARE => prepare(s, &cmd).await,
         com::STMT_EXECUTE => execute_cached(s, &cmd).await,
+        com::STMT_BULK_EXECUTE => bulk(s, &cmd).await,
         com::STMT_SEND_LONG_DATA => long_data(s, &cmd).await,
         com::STMT_FETCH => fetch(s, &cmd).await,
         com::STMT_RESET => reset(s, &cmd).await,
@@ -298,32 +305,7 @@ async fn execute_on(
     let Some(st) = s.stmts.get(id).cloned() else {
         return Err(CommandError::server(unknown(id, "mysqld_stmt_execute")));
     };
-    // The server statement needs types unless this execute sends them or it already has these.
-    let Some(cur) = s.current.as_mut() else {
-        return Err(CommandError::server(unknown(id, "mysqld_stmt_execute")));
-    };
-    let schema = cur.conn.state.session.schema.clone();
-    let server_types = cur
-        .conn
-        .prepared
-        .get(&schema, &st.sql)
-        .and_then(|e| e.types.clone());
-    let insert = match (&info.types, &st.types) {
-        (None, Some(t)) if server_types.as_ref() != Some(t) => Some(t.clone()),
-        _ => None,
-    };
-    if params > 0 && info.types.is_none() && st.types.is_none() && server_types.is_none() {
-        // Values without any types ever bound: MariaDB 10.11 crashes on such an execute
-        // (signal 11 in Item_param::convert_str_value). It never reaches a server.
-        return Err(CommandError::server(ErrPacket::new(
-            errcode::ER_WRONG_ARGUMENTS,
-            "HY000",
-            "Incorrect arguments to mysqld_stmt_execute",
-        )));
-    }
-    if let Some(e) = cur.conn.prepared.get(&schema, &st.sql) {
-        e.types = info.types.clone().or(insert.clone()).or(e.types.take());
-    }
+    let insert = types_for_server(s, &st, info.types.as_ref(), params)?;
     let payload = if cmd.continues() {
         // A 16 MiB execute: only the id changes, in place.
         let mut p = cmd.payload.to_vec();
@@ -352,6 +334,109 @@ async fn execute_on(
     s.learn(&walker, Some(&st.analysis.effects));
     let warnings = walker.ok.as_ref().is_some_and(|o| o.warnings > 0);
     Ok(!walker.error && !warnings)
+}
+
+/// MariaDB's COM_STMT_BULK_EXECUTE (executemany in one round trip): where the statement's text
+/// routes it, on a connection where it is prepared, with the types that server statement needs;
+/// the server's one OK (affected rows summed over the rows) goes back as it came. A write
+/// invalidates the cache as an execute does.
+async fn bulk(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
+    if s.mariadb_caps & crate::protocol::constants::mariadb_cap::STMT_BULK_OPERATIONS == 0 {
+        return Err(CommandError::server(ErrPacket::new(
+            errcode::ER_UNKNOWN_COM,
+            "08S01",
+            "Unknown command: COM_STMT_BULK_EXECUTE needs MARIADB_CLIENT_STMT_BULK_OPERATIONS",
+        )));
+    }
+    let id = statement_id(&cmd.payload).unwrap_or(0);
+    let Some(st) = s.stmts.get(id).cloned() else {
+        return Err(CommandError::server(unknown(
+            id,
+            "mysqld_stmt_bulk_execute",
+        )));
+    };
+    let Some(sent) = bulk_types(&cmd.payload, st.params) else {
+        return Err(CommandError::server(ErrPacket::new(
+            errcode::ER_MALFORMED_PACKET,
+            "HY000",
+            "Malformed COM_STMT_BULK_EXECUTE packet",
+        )));
+    };
+    if let (Some(t), Some(cur)) = (&sent, s.stmts.get_mut(id)) {
+        cur.types = Some(t.clone());
+    }
+    let st = s.stmts.get(id).cloned().unwrap_or(st);
+    s.answered = false;
+    let route = route_statement(s, id, None)?;
+    s.connect_for(&route, st.analysis.effects.needs_insert_id)
+        .await?;
+    let server_id = ensure_prepared(s, id).await?;
+    let insert = types_for_server(s, &st, sent.as_ref(), st.params)?;
+    if insert.is_some() && cmd.continues() {
+        // The types cannot be put into a packet that continues in place.
+        return Err(CommandError::server(ErrPacket::new(
+            errcode::ER_WRONG_ARGUMENTS,
+            "HY000",
+            "Incorrect arguments to mysqld_stmt_bulk_execute: a bulk longer than one packet \
+             must send its parameter types",
+        )));
+    }
+    let out = Chunk {
+        seq: cmd.seq,
+        payload: rewrite_bulk(&cmd.payload, server_id, insert.as_deref()),
+    };
+    let hold = s.cache_holds(Some(&st.analysis.effects));
+    let rewrite = Rewrite {
+        hold_last: hold,
+        ..Rewrite::default()
+    };
+    let result = s.relay_current(&out, Expect::Results, rewrite).await;
+    if let Ok(walker) = &result {
+        s.learn(walker, Some(&st.analysis.effects));
+    }
+    if hold || !s.cache_pending.is_empty() {
+        let written = s.cache_written(&st.sql, Some(&st.analysis.effects)).await;
+        if result.is_ok() {
+            written?;
+        }
+    }
+    result.map(|_| ()).map_err(CommandError::from)
+}
+
+/// The types to put into a command for the server statement of `st` on the current connection:
+/// none when the command sends its own (`sent`) or the server statement has these already.
+/// Notes what the server statement holds from now on. ERR 1210 when values would reach it
+/// without any types ever bound.
+fn types_for_server(
+    s: &mut Session,
+    st: &ClientStatement,
+    sent: Option<&bytes::Bytes>,
+    params: u16,
+) -> Result<Option<bytes::Bytes>, CommandError> {
+    let Some(cur) = s.current.as_mut() else {
+        return Err(CommandError::from(RelayError::Server(
+            crate::protocol::ProtocolError::Closed,
+        )));
+    };
+    let schema = cur.conn.state.session.schema.clone();
+    let Some(e) = cur.conn.prepared.get(&schema, &st.sql) else {
+        return Ok(None);
+    };
+    let insert = match (sent, &st.types) {
+        (None, Some(t)) if e.types.as_ref() != Some(t) => Some(t.clone()),
+        _ => None,
+    };
+    if params > 0 && sent.is_none() && st.types.is_none() && e.types.is_none() {
+        // Values without any types ever bound: MariaDB 10.11 crashes on such an execute
+        // (signal 11 in Item_param::convert_str_value). It never reaches a server.
+        return Err(CommandError::server(ErrPacket::new(
+            errcode::ER_WRONG_ARGUMENTS,
+            "HY000",
+            "Incorrect arguments to mysqld_stmt_execute",
+        )));
+    }
+    e.types = sent.cloned().or(insert.clone()).or(e.types.take());
+    Ok(insert)
 }
 
 async fn long_data(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {

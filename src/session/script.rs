@@ -66,12 +66,12 @@ impl Session {
 
 /// Give the command to the script's `read_query`. `None`: Weiche handles the command as usual.
 pub(crate) async fn read_query(s: &mut Session, cmd: &Chunk) -> Result<Option<Next>, RelayError> {
-    let (status, deprecate_eof) = (s.status(), s.deprecate_eof());
+    let (status, shape) = (s.status(), s.shape());
     // The handle is taken out while the view borrows the session.
     let Some(mut script) = s.script.take() else {
         return Ok(None);
     };
-    let (decision, after) = script.read_query(&s.conn_view(), &cmd.payload, deprecate_eof, status);
+    let (decision, after) = script.read_query(&s.conn_view(), &cmd.payload, shape, status);
     s.script = Some(script);
     s.apply_after(after);
     let next = match decision {

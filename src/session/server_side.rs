@@ -33,6 +33,7 @@ impl Session {
             user: self.user.clone(),
             charset: self.charset,
             capabilities: self.capabilities & cap::RESPONSE_SHAPING,
+            mariadb_caps: self.mariadb_caps,
         }
     }
 
@@ -351,7 +352,10 @@ impl Session {
         let epoch = table.epoch(backend);
         let _in_flight = table.begin(backend);
         let code = cmd.payload[0];
-        let binary = code == com::STMT_EXECUTE || code == com::STMT_FETCH;
+        let binary = matches!(
+            code,
+            com::STMT_EXECUTE | com::STMT_BULK_EXECUTE | com::STMT_FETCH
+        );
         let mut walker = Walker::new(expect, deprecate_eof, binary).tracked();
         let answered = &mut self.answered;
         let tap = self.tap.as_mut();

@@ -20,13 +20,29 @@ pub struct ClientStatement {
 pub struct Statements {
     next_id: u32,
     by_id: HashMap<u32, ClientStatement>,
+    /// The statement prepared last, while it exists: what id 0xFFFFFFFF names.
+    last: Option<u32>,
 }
+
+/// The statement id MariaDB reads as "the one prepared last": libmariadb's
+/// mariadb_stmt_execute_direct sends COM_STMT_PREPARE and COM_STMT_EXECUTE with this id back to
+/// back, without waiting for the prepare's answer.
+pub const LAST_PREPARED: u32 = u32::MAX;
 
 impl Statements {
     pub fn add(&mut self, stmt: ClientStatement) -> u32 {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.by_id.insert(self.next_id, stmt);
+        self.last = Some(self.next_id);
         self.next_id
+    }
+
+    /// The client's id for `id` as sent (LAST_PREPARED: the statement prepared last).
+    pub fn resolve(&self, id: u32) -> u32 {
+        match (id, self.last) {
+            (LAST_PREPARED, Some(last)) => last,
+            _ => id,
+        }
     }
 
     /// How many statements the session holds.
@@ -43,11 +59,15 @@ impl Statements {
     }
 
     pub fn remove(&mut self, id: u32) -> Option<ClientStatement> {
+        if self.last == Some(id) {
+            self.last = None;
+        }
         self.by_id.remove(&id)
     }
 
     pub fn clear(&mut self) {
         self.by_id.clear();
+        self.last = None;
     }
 }
 
@@ -127,6 +147,38 @@ pub fn rewrite_execute(payload: &[u8], server_id: u32, params: u16, types: Optio
     out.freeze()
 }
 
+/// STMT_BULK_FLAG_SEND_TYPES_TO_SERVER: a COM_STMT_BULK_EXECUTE that carries its types.
+const BULK_SEND_TYPES: u16 = 128;
+
+/// The types a COM_STMT_BULK_EXECUTE (id, flags, [types], rows of indicator + value) sends, if
+/// any; `None` when the packet is too short to be one.
+pub fn bulk_types(payload: &[u8], params: u16) -> Option<Option<Bytes>> {
+    let flags = u16::from_le_bytes([*payload.get(5)?, *payload.get(6)?]);
+    if flags & BULK_SEND_TYPES == 0 {
+        return Some(None);
+    }
+    let t = payload.get(7..7 + 2 * usize::from(params))?;
+    Some(Some(Bytes::copy_from_slice(t)))
+}
+
+/// The bulk packet for the server: its statement id, and the types (with the flag that says
+/// so) when the client relies on types the server statement has not seen.
+pub fn rewrite_bulk(payload: &[u8], server_id: u32, types: Option<&[u8]>) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + types.map_or(0, |t| t.len()));
+    out.put_u8(payload[0]);
+    out.put_u32_le(server_id);
+    let flags = u16::from_le_bytes([payload[5], payload[6]]);
+    match types {
+        Some(t) if flags & BULK_SEND_TYPES == 0 => {
+            out.put_u16_le(flags | BULK_SEND_TYPES);
+            out.put_slice(t);
+        }
+        _ => out.put_u16_le(flags),
+    }
+    out.put_slice(&payload[7..]);
+    out.freeze()
+}
+
 /// Another COM_STMT_* packet with the server's statement id.
 pub fn rewrite_id(payload: &[u8], server_id: u32) -> Bytes {
     let mut out = BytesMut::with_capacity(payload.len());
@@ -164,5 +216,21 @@ mod tests {
             execute_params(&p, 1, Some(&[8, 0x80])),
             "signed and unsigned differ"
         );
+    }
+
+    #[test]
+    fn bulk_types_are_read_and_inserted() {
+        // id 7, flags 0, two rows of one parameter: indicator 0 + LONG 5, indicator 1 (NULL).
+        let mut p = vec![0xfa, 7, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(&5u32.to_le_bytes());
+        p.push(1);
+        assert_eq!(bulk_types(&p, 1), Some(None));
+        let out = rewrite_bulk(&p, 99, Some(&[3, 0]));
+        assert_eq!(&out[1..5], &99u32.to_le_bytes());
+        assert_eq!(bulk_types(&out, 1), Some(Some(Bytes::from_static(&[3, 0]))));
+        assert_eq!(&out[9..], &p[7..]);
+        // Types already sent stay as they are.
+        assert_eq!(rewrite_bulk(&out, 99, Some(&[8, 0])), out);
+        assert_eq!(bulk_types(&[0xfa, 1, 0, 0, 0, 128, 0, 3], 1), None);
     }
 }

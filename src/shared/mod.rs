@@ -31,6 +31,8 @@ pub const FIRST_CONNECTION_ID: u32 = 1_000_000_000;
 pub struct ServerInfo {
     pub version: Vec<u8>,
     pub capabilities: u32,
+    /// MariaDB's extended capabilities (0 until learnt, and from MySQL servers).
+    pub mariadb_caps: u32,
     pub charset: u8,
 }
 
@@ -39,6 +41,7 @@ impl Default for ServerInfo {
         ServerInfo {
             version: b"5.5.5-10.11.0-MariaDB-weiche".to_vec(),
             capabilities: u32::MAX,
+            mariadb_caps: 0,
             charset: 45,
         }
     }
@@ -110,6 +113,7 @@ impl Shared {
             *i = ServerInfo {
                 version: g.server_version.clone(),
                 capabilities: g.capabilities,
+                mariadb_caps: g.mariadb_caps,
                 charset: g.charset,
             };
         }

@@ -13,6 +13,8 @@ pub struct Raw {
     pub f: Framed<TcpStream>,
     pub greeting: Greeting,
     pub capabilities: u32,
+    /// MariaDB's extended capabilities agreed on.
+    pub mariadb_caps: u32,
 }
 
 pub const BASE_CAPS: u32 = cap::LONG_PASSWORD
@@ -27,11 +29,27 @@ pub const BASE_CAPS: u32 = cap::LONG_PASSWORD
 impl Raw {
     /// Log in with mysql_native_password; panics with the server's message on failure.
     pub async fn login(addr: &str, user: &str, password: &str, extra_caps: u32) -> Raw {
+        Self::login_mariadb(addr, user, password, extra_caps, 0).await
+    }
+
+    /// Log in asking for MariaDB's extended capabilities too (as a MariaDB client does: without
+    /// CLIENT_MYSQL).
+    pub async fn login_mariadb(
+        addr: &str,
+        user: &str,
+        password: &str,
+        extra_caps: u32,
+        mariadb_caps: u32,
+    ) -> Raw {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let mut f = Framed::new(stream);
         let g = f.read_packet(1 << 20).await.expect("greeting");
         let greeting = Greeting::decode(&g.payload).expect("decode greeting");
-        let capabilities = (BASE_CAPS | extra_caps) & greeting.capabilities;
+        let mut capabilities = (BASE_CAPS | extra_caps) & greeting.capabilities;
+        let mariadb_caps = mariadb_caps & greeting.mariadb_caps;
+        if mariadb_caps != 0 {
+            capabilities &= !cap::LONG_PASSWORD;
+        }
         let response = if password.is_empty() {
             Vec::new()
         } else {
@@ -39,6 +57,7 @@ impl Raw {
         };
         let login = HandshakeResponse {
             capabilities,
+            mariadb_caps,
             max_packet: 1 << 24,
             charset: 45,
             username: user.as_bytes().to_vec(),
@@ -61,6 +80,7 @@ impl Raw {
             f,
             greeting,
             capabilities,
+            mariadb_caps,
         }
     }
 
