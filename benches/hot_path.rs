@@ -110,6 +110,7 @@ fn cache(c: &mut Criterion) {
         b.iter(|| {
             KeyInput {
                 user: "app",
+                identity: 1,
                 schema: Some(b"weiche"),
                 shaping: 0x200,
                 charset: 45,

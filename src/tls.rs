@@ -230,6 +230,16 @@ impl Stream {
         !matches!(tcp.poll_peek(&mut cx, &mut read), std::task::Poll::Pending)
     }
 
+    /// The local address of the connection (what a server sees Weiche connect from).
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        let tcp = match self {
+            Stream::Tcp(t) => t,
+            Stream::Tls(t) => t.get_ref().0,
+            Stream::Gone => return None,
+        };
+        tcp.local_addr().ok().map(|a| a.ip())
+    }
+
     /// Take the TCP stream for an upgrade, leaving `Gone`.
     fn take_tcp(&mut self) -> io::Result<TcpStream> {
         match std::mem::replace(self, Stream::Gone) {

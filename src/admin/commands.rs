@@ -54,6 +54,10 @@ const HELP: &[(&str, &str)] = &[
         "forget every cached result, or those that read one table",
     ),
     (
+        "FLUSH HOSTS",
+        "forget every failed-login and handshake-error count: blocked addresses may log in again",
+    ),
+    (
         "EXPLAIN ROUTE statement",
         "where the statement would go for a new session, and why",
     ),
@@ -101,6 +105,11 @@ pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
         "SHOW CACHE" => return super::stats::cache(shared),
         "SHOW POOLS" => return super::stats::pools(shared),
         "SHOW QUERY DIGESTS" => return super::stats::digests(shared),
+        "FLUSH HOSTS" => {
+            shared.admission.flush();
+            tracing::info!("FLUSH HOSTS: failed-login counts forgotten");
+            return ok(0);
+        }
 
         _ => {}
     }

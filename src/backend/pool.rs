@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub user: String,
+    /// The account's identity: another password, host entry or set of grants is another pool.
+    pub identity: u64,
     pub charset: u8,
     pub capabilities: u32,
     pub mariadb_caps: u32,

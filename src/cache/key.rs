@@ -24,6 +24,9 @@ impl Key {
 #[derive(Debug)]
 pub struct KeyInput<'a> {
     pub user: &'a str,
+    /// The account's identity (`User::identity`): after a REVOKE, no entry read with the old
+    /// privileges is served.
+    pub identity: u64,
     pub schema: Option<&'a [u8]>,
     /// The client capabilities that shape a response's bytes.
     pub shaping: u64,
@@ -46,6 +49,7 @@ impl KeyInput<'_> {
         };
         part(b"weiche-cache-1");
         part(self.user.as_bytes());
+        part(&self.identity.to_le_bytes());
         match self.schema {
             Some(s) => part(&[&[1u8][..], s].concat()),
             None => part(&[0u8]),
@@ -75,6 +79,7 @@ mod tests {
         let vars = BTreeMap::new();
         let base = KeyInput {
             user: "app",
+            identity: 7,
             schema: Some(b"shop"),
             shaping: 1,
             charset: 45,
@@ -88,6 +93,10 @@ mod tests {
         sql_mode.insert(b"sql_mode".to_vec(), b"ANSI".to_vec());
         for other in [
             KeyInput { user: "ap", ..base },
+            KeyInput {
+                identity: 8,
+                ..base
+            },
             KeyInput {
                 schema: None,
                 ..base

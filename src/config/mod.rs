@@ -195,6 +195,23 @@ pub struct User {
     pub require_tls: bool,
     /// Sessions this user may have at once, when it differs from limits.max_user_connections.
     pub max_connections: Option<usize>,
+    /// Which account this is, as the server has it: a digest of the name, the host entry, the
+    /// credentials and (for accounts read from the primary) every privilege table. Pooled
+    /// connections and cache entries are shared only within one identity, so a password change,
+    /// a REVOKE or another host entry of the same name never inherits another's connections.
+    pub identity: u64,
+}
+
+/// An identity digest of these parts (see `User::identity`).
+pub fn identity_of(parts: &[&[u8]]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 impl std::fmt::Debug for User {
@@ -355,14 +372,18 @@ pub fn make_user(
         (Some(_), Some(_)) => Err(invalid(format!(
             "user '{name}': give password or password_hash, not both"
         ))),
-        (Some(p), None) => Ok(User {
-            name: name.to_string(),
-            stage2: auth::stage2(&auth::stage1(p.as_bytes())),
-            password: Some(p.as_bytes().to_vec()),
-            pool_mode: None,
-            require_tls: false,
-            max_connections: None,
-        }),
+        (Some(p), None) => {
+            let stage2 = auth::stage2(&auth::stage1(p.as_bytes()));
+            Ok(User {
+                name: name.to_string(),
+                stage2,
+                password: Some(p.as_bytes().to_vec()),
+                pool_mode: None,
+                require_tls: false,
+                max_connections: None,
+                identity: identity_of(&[b"config", name.as_bytes(), &stage2]),
+            })
+        }
         (None, Some(h)) => {
             let stage2 = auth::parse_native_hash(h.trim()).ok_or_else(|| {
                 invalid(format!(
@@ -376,6 +397,7 @@ pub fn make_user(
                 pool_mode: None,
                 require_tls: false,
                 max_connections: None,
+                identity: identity_of(&[b"config", name.as_bytes(), &stage2]),
             })
         }
         (None, None) => Err(invalid(format!(

@@ -46,7 +46,7 @@ impl Default for Monitoring {
             down_after: 2,
             up_after: 2,
             load_users: false,
-            users_refresh: Duration::from_secs(60),
+            users_refresh: Duration::from_secs(2),
         }
     }
 }

@@ -84,6 +84,7 @@ pub enum Limit {
     Connections,
     UserConnections,
     FailedLogins,
+    HandshakeErrors,
     LoginTimeout,
     IdleTimeout,
     PreparedStatements,
@@ -91,10 +92,11 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 8] = [
         Limit::Connections,
         Limit::UserConnections,
         Limit::FailedLogins,
+        Limit::HandshakeErrors,
         Limit::LoginTimeout,
         Limit::IdleTimeout,
         Limit::PreparedStatements,
@@ -106,6 +108,7 @@ impl Limit {
             Limit::Connections => "max_connections",
             Limit::UserConnections => "max_user_connections",
             Limit::FailedLogins => "max_failed_logins",
+            Limit::HandshakeErrors => "max_handshake_errors",
             Limit::LoginTimeout => "login_timeout",
             Limit::IdleTimeout => "idle_timeout",
             Limit::PreparedStatements => "max_prepared_statements",
@@ -120,7 +123,7 @@ pub struct Metrics {
     /// Command latency per route (indexed like RouteLabel::ALL).
     pub latency: [Histogram; 4],
     errors: [AtomicU64; 6],
-    limits: [AtomicU64; 7],
+    limits: [AtomicU64; Limit::ALL.len()],
     pub digests: Digests,
     pub started: std::time::Instant,
 }

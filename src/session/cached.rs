@@ -65,6 +65,7 @@ impl Session {
     fn cache_key(&self, plan: &Plan, params: &[u8]) -> Key {
         KeyInput {
             user: &self.user,
+            identity: self.identity,
             schema: self.state.schema.as_deref(),
             // MariaDB's extended capabilities shape result sets too (extended metadata).
             shaping: (self.capabilities & (cap::RESPONSE_SHAPING | cap::SESSION_TRACK)) as u64

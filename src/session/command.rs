@@ -2,8 +2,9 @@
 //! (`local`), prepared statements (`prepared`), and everything else routed to a server
 //! connection (`routed`).
 
+use super::change_user::change_user;
 use super::kill::run_kill;
-use super::local::{change_user, explain_route, explain_route_target, reset_connection};
+use super::local::{explain_route, explain_route_target, reset_connection};
 use super::outcome::{kind_of, relay_packet, Next, HOLD_FOR_NEXT};
 use super::relay::RelayError;
 use super::reply_err;

@@ -1,17 +1,12 @@
 //! Weiche's own answers to commands a proxy must not simply relay: EXPLAIN ROUTE,
-//! COM_RESET_CONNECTION, COM_CHANGE_USER (KILL of a Weiche connection id is in `kill`).
+//! COM_RESET_CONNECTION (COM_CHANGE_USER is in `change_user`, KILL of a Weiche connection id in
+//! `kill`).
 
 use super::outcome::Next;
 use super::relay::RelayError;
-use super::reply_err;
 use super::Session;
 use crate::backend::SessionState;
-use crate::login::{access_denied, check_password, switch_to_native};
-use crate::protocol::auth::{self, NATIVE_PASSWORD};
-use crate::protocol::constants::errcode;
-use crate::protocol::handshake::ChangeUser;
 use crate::protocol::resultset::send_text_result;
-use crate::protocol::{ok_payload, Chunk, ErrPacket};
 use crate::route::Destination;
 
 /// `EXPLAIN ROUTE <statement>`: the statement, if this is one.
@@ -94,89 +89,5 @@ pub(super) fn reset_connection(s: &mut Session) {
     if let Some(mut cur) = s.current.take() {
         cur.conn.state.untracked = Some("COM_RESET_CONNECTION");
         s.give_back(cur);
-    }
-}
-
-/// COM_CHANGE_USER: Weiche checks the new credentials itself, then replaces the server
-/// connection with one logged in as the new user (a fresh session state, as the command means).
-pub(super) async fn change_user(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
-    let mut seq = cmd.seq.wrapping_add(1);
-    let cu = match ChangeUser::decode(&cmd.payload, s.capabilities) {
-        Ok(cu) => cu,
-        Err(e) => {
-            let err = ErrPacket::new(
-                errcode::ER_UNKNOWN_COM,
-                "08S01",
-                format!("Malformed COM_CHANGE_USER ({e})"),
-            );
-            reply_err(s, cmd.seq, err).await?;
-            return Ok(Next::Close);
-        }
-    };
-    let config = s.shared.config();
-    let user = s
-        .shared
-        .clone()
-        .find_user(&config, &cu.username, s.peer.ip())
-        .await;
-    let plugin = cu.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
-    let mut answer = cu.auth_response.clone();
-    let mut secret = match (&user, plugin == NATIVE_PASSWORD) {
-        (Some(u), true) => check_password(u, &s.scramble, &answer),
-        _ => None,
-    };
-    if secret.is_none() && user.is_some() {
-        // Ask again with a fresh challenge (clients answer change-user with the last one they saw,
-        // or start with another plugin).
-        let scramble = auth::new_scramble();
-        let (reply, next) = switch_to_native(&mut s.client, seq, &scramble)
-            .await
-            .map_err(RelayError::Client)?;
-        s.scramble = scramble;
-        seq = next;
-        answer = reply;
-        secret = user
-            .as_ref()
-            .and_then(|u| check_password(u, &s.scramble, &answer));
-    }
-    let (Some(user), Some(secret)) = (user, secret) else {
-        let err = access_denied(&cu.username, &s.peer, !answer.is_empty());
-        tracing::warn!("change user refused: {}", err.message);
-        s.send_err(seq, &err).await.map_err(RelayError::Client)?;
-        return Ok(Next::Close);
-    };
-    // A fresh session as the new user: state, statements and pins start over.
-    reset_connection(s);
-    let previous = (
-        s.user.clone(),
-        s.secret.clone(),
-        s.state.schema.clone(),
-        s.charset,
-    );
-    s.user = user.name.clone();
-    s.secret = secret;
-    s.state.schema = cu.database.clone();
-    if let Some(cs) = cu.charset {
-        s.charset = cs as u8;
-    }
-    if cu.connect_attrs.is_some() {
-        s.connect_attrs = cu.connect_attrs.clone();
-    }
-    s.config = config;
-    match s.connect_primary().await {
-        Ok(()) => {
-            tracing::info!(user = %s.user, "changed user");
-            let st = s.status();
-            s.client
-                .send(seq, &ok_payload(0, st))
-                .await
-                .map_err(RelayError::Client)?;
-            Ok(Next::Continue)
-        }
-        Err(err) => {
-            (s.user, s.secret, s.state.schema, s.charset) = previous;
-            s.send_err(seq, &err).await.map_err(RelayError::Client)?;
-            Ok(Next::Continue)
-        }
     }
 }

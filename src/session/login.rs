@@ -32,24 +32,20 @@ pub(crate) async fn admit(
     peer: SocketAddr,
 ) -> Option<(ConnectionSlot, TcpStream)> {
     let limits = shared.config().limits.clone();
-    let refusal = if let Some(left) = shared.admission.blocked(
-        peer.ip(),
-        limits.max_failed_logins,
-        limits.failed_login_window,
-    ) {
-        shared.metrics.limit(Limit::FailedLogins);
+    let refusal = if let Some(left) = shared.admission.blocked(peer.ip(), &limits) {
+        shared.metrics.limit(Limit::HandshakeErrors);
         tracing::warn!(
-            "refused: {} failed logins from this address; blocked for {left:.0?} more",
-            limits.max_failed_logins
+            "refused: {} malformed logins from this address; blocked for {left:.0?} more",
+            limits.max_handshake_errors
         );
         ErrPacket::new(
             errcode::ER_HOST_IS_BLOCKED,
             "HY000",
             format!(
-                "Host '{}' is blocked because of {} failed logins; Weiche lets it try again in {} s \
-                 (limits.max_failed_logins)",
+                "Host '{}' is blocked because of {} connection errors; Weiche lets it try again \
+                 in {} s, or after FLUSH HOSTS on its admin port (limits.max_handshake_errors)",
                 peer.ip(),
-                limits.max_failed_logins,
+                limits.max_handshake_errors,
                 left.as_secs() + 1
             ),
         )
@@ -294,23 +290,39 @@ impl NewClient<'_> {
                 return Ok(ControlFlow::Break(()));
             }
             Ok(Err(e)) => return Err(e),
-            Ok(Ok(Auth::Refused(seq, err))) => {
+            Ok(Ok((Auth::Refused(seq, err), username))) => {
                 shared.metrics.error(crate::metrics::ErrorKind::Login);
-                shared
-                    .admission
-                    .failed(peer.ip(), config.limits.failed_login_window);
+                let err = match username {
+                    // Not a login at all.
+                    None => {
+                        shared.admission.handshake_error(peer.ip(), &config.limits);
+                        err
+                    }
+                    Some(name) => match account_verdict(shared, config, &peer, &name, false) {
+                        Ok(()) => err,
+                        Err(blocked) => blocked,
+                    },
+                };
                 tracing::warn!("login refused: {}", err.message);
                 self.client.send(seq, &err_payload(&err)).await?;
                 return Ok(ControlFlow::Break(()));
             }
-            Ok(Ok(Auth::Accepted {
-                resp,
-                secret,
-                user,
-                seq,
-            })) => (resp, secret, user, seq),
+            Ok(Ok((
+                Auth::Accepted {
+                    resp,
+                    secret,
+                    user,
+                    seq,
+                },
+                _,
+            ))) => (resp, secret, user, seq),
         };
-        shared.admission.succeeded(peer.ip());
+        // Decided together with the limit: a right guess among many at once is not told.
+        if let Err(blocked) = account_verdict(shared, config, &peer, &resp.username, true) {
+            tracing::warn!("login refused: {}", blocked.message);
+            self.client.send(seq, &err_payload(&blocked)).await?;
+            return Ok(ControlFlow::Break(()));
+        }
         let max_sessions = config.max_user_connections(&user.name);
         let Some(user_slot) = shared.admission.log_in(&user.name, max_sessions) else {
             shared.metrics.limit(Limit::UserConnections);
@@ -387,6 +399,7 @@ impl NewClient<'_> {
             client: self.client,
             peer: self.peer,
             user: user.name.clone(),
+            identity: user.identity,
             secret,
             capabilities: resp.capabilities & g.offered,
             mariadb_caps: resp.mariadb_caps & g.offered_mariadb,
@@ -461,6 +474,38 @@ async fn send_all(
     client.flush().await
 }
 
+/// The verdict on a password check (see `Admission::password_verdict`), or the ERR 1129 that
+/// replaces it while the account is blocked from this address.
+pub(super) fn account_verdict(
+    shared: &Shared,
+    config: &Config,
+    peer: &SocketAddr,
+    user: &[u8],
+    ok: bool,
+) -> Result<(), ErrPacket> {
+    let limits = &config.limits;
+    let Err(left) = shared
+        .admission
+        .password_verdict(peer.ip(), user, ok, limits)
+    else {
+        return Ok(());
+    };
+    shared.metrics.limit(Limit::FailedLogins);
+    Err(ErrPacket::new(
+        errcode::ER_HOST_IS_BLOCKED,
+        "HY000",
+        format!(
+            "Host '{}' is blocked for user '{}' because of {} failed logins; Weiche lets it try \
+             again in {} s, or after FLUSH HOSTS on its admin port (limits.max_failed_logins)",
+            peer.ip(),
+            String::from_utf8_lossy(user),
+            limits.max_failed_logins,
+            left.as_secs() + 1
+        ),
+    ))
+}
+
+/// Authenticate the client; with the user name it logged in as (None: it sent no login).
 async fn authenticate(
     client: &mut Framed<Stream>,
     shared: &Shared,
@@ -468,7 +513,7 @@ async fn authenticate(
     peer: &SocketAddr,
     scramble: &[u8],
     offered: u32,
-) -> Result<Auth, ProtocolError> {
+) -> Result<(Auth, Option<Vec<u8>>), ProtocolError> {
     let acceptor = config.tls.acceptor.as_ref();
     let (resp, answer, seq, caching_sha2) =
         match read_login(client, scramble, offered, acceptor, true).await? {
@@ -478,8 +523,9 @@ async fn authenticate(
                 seq,
                 caching_sha2,
             } => (resp, answer, seq, caching_sha2),
-            Login::Refused(seq, err) => return Ok(Auth::Refused(seq, err)),
+            Login::Refused(seq, err) => return Ok((Auth::Refused(seq, err), None)),
         };
+    let username = resp.username.clone();
     let user = shared.find_user(config, &resp.username, peer.ip()).await;
     let auth = if caching_sha2 {
         let state = &shared.sha2;
@@ -499,17 +545,15 @@ async fn authenticate(
             None => Auth::Refused(seq, access_denied(&resp.username, peer, !answer.is_empty())),
         }
     };
-    match auth {
+    let auth = match auth {
         Auth::Accepted { user, seq, .. }
             if (config.tls.require || user.require_tls) && !client.io.is_tls() =>
         {
-            Ok(Auth::Refused(
-                seq,
-                tls_required(&user.name, config.tls.require),
-            ))
+            Auth::Refused(seq, tls_required(&user.name, config.tls.require))
         }
-        other => Ok(other),
-    }
+        other => other,
+    };
+    Ok((auth, Some(username)))
 }
 
 impl Session {

@@ -5,6 +5,7 @@
 
 mod accounting;
 mod cached;
+mod change_user;
 mod command;
 mod consistency;
 mod failure;
@@ -48,6 +49,8 @@ pub(crate) struct Session {
     pub client: Framed<Stream>,
     pub peer: SocketAddr,
     pub user: String,
+    /// The account's identity (`User::identity`): pools and cache entries are per identity.
+    pub identity: u64,
     pub secret: Secret,
     /// The capabilities agreed with the client.
     pub capabilities: u32,

@@ -31,6 +31,7 @@ impl Session {
     pub fn pool_key(&self) -> PoolKey {
         PoolKey {
             user: self.user.clone(),
+            identity: self.identity,
             charset: self.charset,
             capabilities: self.capabilities & cap::RESPONSE_SHAPING,
             mariadb_caps: self.mariadb_caps,

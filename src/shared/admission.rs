@@ -2,20 +2,46 @@
 //! sessions) and failed logins per client address, against `[limits]`. A slot is given back
 //! when it is dropped, so no path out of a session can leak one.
 
+use crate::config::Limits;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Addresses with recent failed logins kept at most; older entries go first.
-const MAX_TRACKED_ADDRESSES: usize = 100_000;
+/// Failure counts kept at most; expired ones go first, then the oldest.
+const MAX_TRACKED: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub struct Admission {
     connections: AtomicUsize,
     users: Mutex<HashMap<String, usize>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: Mutex<HashMap<Counted, Failures>>,
+}
+
+/// What a failure counts against. Wrong passwords count per (address, user name), so that a
+/// broken cron job or a guesser locks out its own account from its own address, not every
+/// application behind the same address; handshake garbage (port scanners, health checks that
+/// send junk) counts per address, as MariaDB's max_connect_errors does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Counted {
+    Handshake(IpAddr),
+    Password(IpAddr, Vec<u8>),
+}
+
+/// An address as counted: IPv6 by /64 (one host gets a whole /64 to rotate through), an
+/// IPv4-mapped IPv6 address as the IPv4 one.
+fn counted_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,41 +117,98 @@ impl Admission {
         })
     }
 
-    /// How long `ip` stays refused, when it had `max` failed logins within `window`.
-    pub fn blocked(&self, ip: IpAddr, max: u32, window: Duration) -> Option<Duration> {
-        if max == 0 {
+    /// How long `ip` stays refused before its greeting: it sent `max_handshake_errors`
+    /// malformed logins within the window and has not logged in since.
+    pub fn blocked(&self, ip: IpAddr, limits: &Limits) -> Option<Duration> {
+        if limits.max_handshake_errors == 0 || limits.trusted(ip) {
             return None;
         }
-        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let f = failures.get(&ip)?;
-        let left = window.checked_sub(f.first.elapsed())?;
-        (f.count >= max).then_some(left)
+        let failures = self.lock();
+        let f = failures.get(&Counted::Handshake(counted_ip(ip)))?;
+        let left = limits.failed_login_window.checked_sub(f.first.elapsed())?;
+        (f.count >= limits.max_handshake_errors).then_some(left)
     }
 
-    /// A login from `ip` failed (wrong password, unknown user, refused TLS requirement).
-    pub fn failed(&self, ip: IpAddr, window: Duration) {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if failures.len() >= MAX_TRACKED_ADDRESSES {
-            failures.retain(|_, f| f.first.elapsed() < window);
+    /// `ip` sent something that is not a login (garbage, a bad handshake).
+    pub fn handshake_error(&self, ip: IpAddr, limits: &Limits) {
+        if !limits.trusted(ip) {
+            let window = limits.failed_login_window;
+            count(&mut self.lock(), Counted::Handshake(counted_ip(ip)), window);
         }
-        let f = failures.entry(ip).or_insert(Failures {
+    }
+
+    /// The verdict on a password check of `user` from `ip`, decided together with the limit
+    /// under one lock: however many guesses run at once, at most `max_failed_logins` of them
+    /// get an answer within the window. Err(how long): the account is blocked from this
+    /// address, and the check's own result must not be told. A success forgets the account's
+    /// failures and the address's handshake errors.
+    pub fn password_verdict(
+        &self,
+        ip: IpAddr,
+        user: &[u8],
+        ok: bool,
+        limits: &Limits,
+    ) -> Result<(), Duration> {
+        if limits.trusted(ip) {
+            return Ok(());
+        }
+        let ip = counted_ip(ip);
+        let key = Counted::Password(ip, user.to_vec());
+        let window = limits.failed_login_window;
+        let mut failures = self.lock();
+        if limits.max_failed_logins > 0 {
+            if let Some(f) = failures.get(&key) {
+                if let Some(left) = window.checked_sub(f.first.elapsed()) {
+                    if f.count >= limits.max_failed_logins {
+                        return Err(left);
+                    }
+                }
+            }
+        }
+        if ok {
+            failures.remove(&key);
+            failures.remove(&Counted::Handshake(ip));
+        } else {
+            count(&mut failures, key, window);
+        }
+        Ok(())
+    }
+
+    /// FLUSH HOSTS: every count is forgotten.
+    pub fn flush(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Counted, Failures>> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One more failure for `key` within `window` (a count older than the window starts over).
+fn count(failures: &mut HashMap<Counted, Failures>, key: Counted, window: Duration) {
+    if failures.len() >= MAX_TRACKED && !failures.contains_key(&key) {
+        failures.retain(|_, f| f.first.elapsed() < window);
+        if failures.len() >= MAX_TRACKED {
+            if let Some(oldest) = failures
+                .iter()
+                .min_by_key(|(_, f)| f.first)
+                .map(|(k, _)| k.clone())
+            {
+                failures.remove(&oldest);
+            }
+        }
+    }
+    let f = failures.entry(key).or_insert(Failures {
+        count: 0,
+        first: Instant::now(),
+    });
+    if f.first.elapsed() >= window {
+        *f = Failures {
             count: 0,
             first: Instant::now(),
-        });
-        if f.first.elapsed() >= window {
-            *f = Failures {
-                count: 0,
-                first: Instant::now(),
-            };
-        }
-        f.count += 1;
+        };
     }
-
-    /// A login from `ip` succeeded: its failures are forgotten.
-    pub fn succeeded(&self, ip: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        failures.remove(&ip);
-    }
+    f.count += 1;
 }
 
 #[cfg(test)]
@@ -148,24 +231,69 @@ mod tests {
         assert!(a.log_in("app", 0).is_some());
     }
 
+    fn limits(max: u32, window: Duration) -> Limits {
+        Limits {
+            max_failed_logins: max,
+            max_handshake_errors: max,
+            failed_login_window: window,
+            ..Limits::default()
+        }
+    }
+
     #[test]
-    fn failed_logins_block_an_address_for_the_window() {
+    fn wrong_passwords_block_the_account_from_that_address_for_the_window() {
         let a = Admission::default();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let w = Duration::from_secs(60);
+        let l = limits(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(a.blocked(ip, 3, w).is_none());
-            a.failed(ip, w);
+            assert!(a.password_verdict(ip, b"cron", false, &l).is_ok());
         }
-        assert!(a.blocked(ip, 3, w).is_some());
-        assert!(a.blocked("10.0.0.2".parse().unwrap(), 3, w).is_none());
-        assert!(a.blocked(ip, 0, w).is_none(), "0 turns the limit off");
-        a.succeeded(ip);
-        assert!(a.blocked(ip, 3, w).is_none());
-        a.failed(ip, Duration::ZERO);
+        assert!(a.password_verdict(ip, b"cron", true, &l).is_err());
+        // Another account from the same address, the same account from elsewhere: not blocked.
+        assert!(a.password_verdict(ip, b"app", true, &l).is_ok());
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(a.password_verdict(other, b"cron", true, &l).is_ok());
         assert!(
-            a.blocked(ip, 1, Duration::ZERO).is_none(),
-            "the window has passed"
+            a.blocked(ip, &l).is_none(),
+            "passwords are not handshake errors"
+        );
+        a.flush();
+        assert!(a.password_verdict(ip, b"cron", true, &l).is_ok());
+        let off = limits(0, Duration::from_secs(60));
+        for _ in 0..5 {
+            assert!(a.password_verdict(ip, b"x", false, &off).is_ok(), "0: off");
+        }
+        let gone = limits(1, Duration::ZERO);
+        a.password_verdict(ip, b"y", false, &gone).unwrap();
+        assert!(
+            a.password_verdict(ip, b"y", true, &gone).is_ok(),
+            "window passed"
+        );
+    }
+
+    #[test]
+    fn handshake_errors_block_an_address_until_a_login_succeeds() {
+        let a = Admission::default();
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        let l = limits(2, Duration::from_secs(60));
+        a.handshake_error(ip, &l);
+        assert!(a.blocked(ip, &l).is_none());
+        // The same /64.
+        a.handshake_error("2001:db8::2".parse().unwrap(), &l);
+        assert!(a.blocked(ip, &l).is_some());
+        assert!(a.blocked("2001:db8:0:1::1".parse().unwrap(), &l).is_none());
+        a.password_verdict(ip, b"app", true, &l).unwrap();
+        assert!(a.blocked(ip, &l).is_none(), "a login resets the address");
+        let trusted = Limits {
+            trusted_networks: vec!["2001:db8::/32".parse().unwrap()],
+            ..l.clone()
+        };
+        for _ in 0..5 {
+            a.handshake_error(ip, &trusted);
+        }
+        assert!(
+            a.blocked(ip, &l).is_none(),
+            "trusted networks are not counted"
         );
     }
 }

@@ -42,19 +42,60 @@ impl Raw {
         mariadb_caps: u32,
     ) -> Raw {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        match Self::try_login_on(
+            stream,
+            user,
+            password,
+            extra_caps,
+            mariadb_caps,
+            Some("weiche"),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(p) => panic!("login failed: {:?}", String::from_utf8_lossy(&p)),
+        }
+    }
+
+    /// Log in from `source` (an address of this host, e.g. 127.0.0.2) without a database; the
+    /// first packet Weiche sent instead of an OK when it refused.
+    pub async fn try_login_from(
+        source: &str,
+        addr: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Raw, Vec<u8>> {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{source}:0").parse().expect("source address"))
+            .expect("bind the source address");
+        let stream = socket
+            .connect(addr.parse().expect("address"))
+            .await
+            .expect("connect");
+        Self::try_login_on(stream, user, password, 0, 0, None).await
+    }
+
+    async fn try_login_on(
+        stream: TcpStream,
+        user: &str,
+        password: &str,
+        extra_caps: u32,
+        mariadb_caps: u32,
+        db: Option<&str>,
+    ) -> Result<Raw, Vec<u8>> {
         let mut f = Framed::new(stream);
         let g = f.read_packet(1 << 20).await.expect("greeting");
+        if g.payload.first() == Some(&0xff) {
+            return Err(g.payload.to_vec());
+        }
         let greeting = Greeting::decode(&g.payload).expect("decode greeting");
         let mut capabilities = (BASE_CAPS | extra_caps) & greeting.capabilities;
         let mariadb_caps = mariadb_caps & greeting.mariadb_caps;
         if mariadb_caps != 0 {
             capabilities &= !cap::LONG_PASSWORD;
         }
-        let response = if password.is_empty() {
-            Vec::new()
-        } else {
-            auth::native_response(&auth::stage1(password.as_bytes()), &greeting.scramble).to_vec()
-        };
+        let response = native(password, &greeting.scramble);
         let login = HandshakeResponse {
             capabilities,
             mariadb_caps,
@@ -62,7 +103,7 @@ impl Raw {
             charset: 45,
             username: user.as_bytes().to_vec(),
             auth_response: response,
-            database: Some(b"weiche".to_vec()),
+            database: db.map(|d| d.as_bytes().to_vec()),
             auth_plugin: Some(auth::NATIVE_PASSWORD.to_vec()),
             connect_attrs: None,
         };
@@ -70,17 +111,49 @@ impl Raw {
         login.encode(&mut buf);
         f.send(1, &buf).await.expect("send login");
         let r = f.read_packet(1 << 20).await.expect("login result");
-        assert_eq!(
-            r.payload.first(),
-            Some(&0u8),
-            "login failed: {:?}",
-            String::from_utf8_lossy(&r.payload)
-        );
-        Raw {
+        if r.payload.first() != Some(&0u8) {
+            return Err(r.payload.to_vec());
+        }
+        Ok(Raw {
             f,
             greeting,
             capabilities,
             mariadb_caps,
+        })
+    }
+
+    /// COM_CHANGE_USER to `user` with `password` (answering an auth switch if one comes); the
+    /// last packet Weiche sent: OK, ERR, or EOF when it closed the connection.
+    pub async fn change_user(&mut self, user: &str, password: &str) -> Vec<u8> {
+        let mut p = vec![0x11u8];
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        let answer = native(password, &self.greeting.scramble);
+        p.push(answer.len() as u8);
+        p.extend_from_slice(&answer);
+        p.extend_from_slice(b"weiche\0");
+        p.extend_from_slice(&45u16.to_le_bytes());
+        p.extend_from_slice(auth::NATIVE_PASSWORD);
+        p.push(0);
+        self.send(&p).await;
+        loop {
+            let r = match self.f.read_packet(1 << 20).await {
+                Ok(r) => r,
+                Err(_) => return Vec::new(),
+            };
+            if r.payload.first() != Some(&0xfe) || r.payload.len() < 9 {
+                return r.payload.to_vec();
+            }
+            // An auth switch: answer its challenge.
+            let at = r.payload.iter().position(|&b| b == 0).unwrap_or(0) + 1;
+            let data = r.payload[at..]
+                .strip_suffix(&[0])
+                .unwrap_or(&r.payload[at..]);
+            let answer = native(password, data);
+            self.f
+                .send(r.seq.wrapping_add(1), &answer)
+                .await
+                .expect("answer the auth switch");
         }
     }
 
@@ -199,6 +272,15 @@ impl Raw {
             out.push(p);
         }
         out
+    }
+}
+
+/// A mysql_native_password answer to `scramble` (empty for an empty password).
+fn native(password: &str, scramble: &[u8]) -> Vec<u8> {
+    if password.is_empty() {
+        Vec::new()
+    } else {
+        auth::native_response(&auth::stage1(password.as_bytes()), scramble).to_vec()
     }
 }
 
