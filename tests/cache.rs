@@ -402,7 +402,8 @@ async fn embedded_cache_never_serves_a_result_older_than_a_write() {
 fn memcached_config(nodes: &[&Memcached]) -> String {
     let servers: Vec<String> = nodes.iter().map(|m| format!("\"{}\"", m.addr())).collect();
     format!(
-        "{ADMIN}\n[cache]\nservers = [{}]\ntimeout = 0.05\nretry_after = 0.3\n",
+        "{ADMIN}\n[cache]\nservers = [{}]\ntimeout = 0.05\nretry_after = 0.3\n\
+         secret = \"shared-by-both-instances\"\n",
         servers.join(", ")
     )
 }

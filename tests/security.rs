@@ -409,3 +409,81 @@ async fn revocation_reaches_new_logins_within_seconds() {
         .await
         .unwrap();
 }
+
+/// One memcached text-protocol exchange: send `cmd`, read until `end` appears.
+async fn mc(addr: &str, cmd: &[u8], end: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(cmd).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !out.windows(end.len()).any(|w| w == end) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("memcached answers")
+            .unwrap();
+        assert!(n > 0, "memcached closed");
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_forged_in_memcached_are_never_served() {
+    let m = common::memcached::Memcached::start();
+    let ns = table("forge");
+    let w = Weiche::start_config(&format!(
+        "{ADMIN}\n[cache]\nservers = [\"{}\"]\nnamespace = \"{ns}\"\nsecret = \"{ns}-secret-of-the-fleet\"\n",
+        m.addr()
+    ));
+    let t = table("forge_t");
+    let mut c = Conn::new(opts(&w.addr())).await.expect("connect");
+    c.query_drop(format!(
+        "CREATE TABLE {t} (v INT); INSERT INTO {t} VALUES (7)"
+    ))
+    .await
+    .unwrap();
+    let q = format!("/* weiche:cache ttl=60 */ SELECT v FROM {t}");
+    for _ in 0..2 {
+        assert_eq!(c.query_first::<i32, _>(&q).await.unwrap(), Some(7));
+    }
+    // The attacker reads the entry (its stamps are in clear) and writes it back with 8 for 7.
+    let dump = mc(&m.addr(), b"lru_crawler metadump all\r\n", b"END\r\n").await;
+    let dump = String::from_utf8_lossy(&dump);
+    let key = dump
+        .lines()
+        .filter_map(|l| l.strip_prefix("key="))
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .map(|k| k.replace("%3A", ":"))
+        .find(|k| k.starts_with(&ns) && k.contains(":r:"))
+        .unwrap_or_else(|| panic!("no result entry in {dump}"));
+    let got = mc(&m.addr(), format!("get {key}\r\n").as_bytes(), b"END\r\n").await;
+    let header_end = got.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    let len: usize = String::from_utf8_lossy(&got[..header_end])
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut value = got[header_end..header_end + len].to_vec();
+    let at = value
+        .windows(2)
+        .rposition(|w| w == b"\x017")
+        .expect("the row in the entry");
+    value[at + 1] = b'8';
+    let mut set = format!("set {key} 0 60 {}\r\n", value.len()).into_bytes();
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    assert!(mc(&m.addr(), &set, b"\r\n").await.starts_with(b"STORED"));
+    // Weiche refuses the forged entry and asks the database.
+    assert_eq!(c.query_first::<i32, _>(&q).await.unwrap(), Some(7));
+    let mut a = Conn::new(admin_opts(admin_port(&w), "admin-secret"))
+        .await
+        .expect("admin");
+    let rows: Vec<(String, String)> = a.query("SHOW CACHE").await.unwrap();
+    let rejected = rows
+        .iter()
+        .find(|(k, _)| k == "rejected")
+        .map(|(_, v)| v.clone());
+    assert_eq!(rejected.as_deref(), Some("1"), "{rows:?}");
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+}

@@ -184,6 +184,14 @@ impl ServerConnection {
             .as_deref()
             .unwrap_or(crate::tls::host_of(address));
         let name = crate::tls::server_name(name).map_err(|e| fail(e.to_string()))?;
+        if !framed.rbuf.is_empty() {
+            // Bytes after the greeting, before TLS: whoever sent them (a man in the middle)
+            // must not have them read as if they came over TLS.
+            return Err(fail(format!(
+                "{} bytes arrived in plain text after the greeting; refusing the connection",
+                framed.rbuf.len()
+            )));
+        }
         framed
             .io
             .connect(&tls.connector, name)

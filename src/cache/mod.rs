@@ -7,6 +7,7 @@
 //! module keeps entries and generations and counts what happens.
 
 mod embedded;
+mod entry;
 mod key;
 pub mod memcached;
 pub mod policy;
@@ -98,6 +99,9 @@ pub struct Stats {
     /// Statements asked for but refused (non-deterministic, in a transaction, ...).
     pub refused: AtomicU64,
     pub bumps: AtomicU64,
+    /// memcached entries whose MAC or bytes were wrong: not relayed (forged, or written with
+    /// another cache.secret).
+    pub rejected: AtomicU64,
     /// Per rule, in config order; the last one counts hints. Replaced when a reload changes
     /// the rules.
     pub rules: std::sync::RwLock<Vec<RuleStats>>,
@@ -143,6 +147,8 @@ pub enum Lookup {
 pub struct Cache {
     pub config: Caching,
     store: Store,
+    /// Seals memcached entries (`entry`): the store is not trusted.
+    sealer: entry::Sealer,
     pub stats: Stats,
 }
 
@@ -155,7 +161,13 @@ impl Cache {
         let store = match &config.store {
             CacheStore::Embedded { memory } => Store::Embedded(embedded::Embedded::new(*memory)),
             CacheStore::Memcached { servers } => {
-                Store::Memcached(Cluster::new(servers, config.timeout, config.retry_after))
+                Store::Memcached(Cluster::new(
+                    servers,
+                    config.timeout,
+                    config.retry_after,
+                    // The entry's generations, row count and MAC around the result.
+                    config.max_result_size + 4096,
+                ))
             }
         };
         let stats = Stats {
@@ -166,7 +178,14 @@ impl Cache {
             ),
             ..Stats::default()
         };
+        if matches!(config.store, CacheStore::Memcached { .. }) && config.secret.is_none() {
+            tracing::warn!(
+                "cache.secret is not set: memcached entries are sealed with a key of this process \
+                 and not shared with other Weiche instances"
+            );
+        }
         Some(Cache {
+            sealer: entry::Sealer::new(config.secret.as_ref().map(|s| &s.0[..])),
             config: config.clone(),
             store,
             stats,
@@ -195,7 +214,7 @@ impl Cache {
             }
             return Lookup::Bypass;
         };
-        let found = value.map(|v| v.and_then(|v| unstamp(v, &gens)));
+        let found = value.map(|v| v.and_then(|v| self.open(&key, v, &gens)));
         if !count {
             return match found {
                 Some(Some((rows, v))) => Lookup::Hit(rows, v),
@@ -256,16 +275,44 @@ impl Cache {
         (gens, value)
     }
 
+    /// (rows, result) of a stored value, if it is stamped with `gens`; from memcached only if
+    /// it is sealed by us for this key and is one whole result.
+    fn open(&self, key: &Key, value: Bytes, gens: &[u64]) -> Option<(u64, Bytes)> {
+        let Store::Memcached(_) = &self.store else {
+            return entry::unstamp(value, gens);
+        };
+        let text = key.text(&self.config.namespace);
+        let checked = self.sealer.open(text.as_bytes(), value).and_then(|v| {
+            match entry::unstamp(v.clone(), gens) {
+                // Stale is not forged: a plain miss.
+                None => Some(None),
+                Some((rows, r)) => entry::well_formed(&r).then_some(Some((rows, r))),
+            }
+        });
+        match checked {
+            Some(found) => found,
+            None => {
+                Stats::count(&self.stats.rejected);
+                tracing::warn!(
+                    "refused a memcached entry that Weiche did not write (wrong MAC or bytes): \
+                     is cache.secret the same on every instance?"
+                );
+                None
+            }
+        }
+    }
+
     /// Keep a result, stamped with the generations read before it was made.
     pub async fn put(&self, key: Key, stamps: &[u64], rows: u64, result: &[u8], ttl: Duration) {
-        let value = stamp(stamps, rows, result);
+        let value = entry::stamp(stamps, rows, result);
         let stored = match &self.store {
             Store::Embedded(e) => {
-                e.put(key, value, ttl);
+                e.put(key, Bytes::from(value), ttl);
                 true
             }
             Store::Memcached(c) => {
                 let text = key.text(&self.config.namespace);
+                let value = self.sealer.seal(text.as_bytes(), value);
                 let mut b = Batcher::default();
                 // memcached counts whole seconds.
                 let secs = ttl.as_secs_f64().ceil().max(1.0) as u64;
@@ -379,6 +426,7 @@ impl Cache {
             ("bypassed".into(), get(&s.bypassed)),
             ("refused".into(), get(&s.refused)),
             ("generation_bumps".into(), get(&s.bumps)),
+            ("rejected".into(), get(&s.rejected)),
         ];
         match &self.store {
             Store::Embedded(e) => {
@@ -426,6 +474,7 @@ impl Cache {
             ("bypassed", s.bypassed.load(Ordering::Relaxed)),
             ("refused", s.refused.load(Ordering::Relaxed)),
             ("generation_bumps", s.bumps.load(Ordering::Relaxed)),
+            ("rejected", s.rejected.load(Ordering::Relaxed)),
         ];
         match &self.store {
             Store::Embedded(e) => v.push(("evictions", e.usage().3)),
@@ -455,53 +504,5 @@ impl Batcher {
         request(&mut batch.requests);
         batch.count += 1;
         (b, batch.count - 1)
-    }
-}
-
-/// An entry as stored: the number of generations, each as a little-endian u64, the result's
-/// row count (u64), the result.
-fn stamp(stamps: &[u64], rows: u64, result: &[u8]) -> Bytes {
-    let mut v = Vec::with_capacity(9 + stamps.len() * 8 + result.len());
-    v.push(stamps.len().min(255) as u8);
-    for g in stamps.iter().take(255) {
-        v.extend_from_slice(&g.to_le_bytes());
-    }
-    v.extend_from_slice(&rows.to_le_bytes());
-    v.extend_from_slice(result);
-    Bytes::from(v)
-}
-
-/// (rows, result) of an entry stamped with exactly these generations; None for any other (an
-/// entry from before a write, or not ours).
-fn unstamp(value: Bytes, current: &[u64]) -> Option<(u64, Bytes)> {
-    let n = usize::from(*value.first()?);
-    let head = 1 + n * 8;
-    if n != current.len() || value.len() < head + 8 {
-        return None;
-    }
-    let same = current
-        .iter()
-        .enumerate()
-        .all(|(i, g)| value[1 + i * 8..9 + i * 8] == g.to_le_bytes());
-    let mut rows = [0u8; 8];
-    rows.copy_from_slice(&value[head..head + 8]);
-    same.then(|| (u64::from_le_bytes(rows), value.slice(head + 8..)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entries_count_only_with_their_generations() {
-        let v = stamp(&[3, 9], 2, b"rows");
-        assert_eq!(
-            unstamp(v.clone(), &[3, 9]),
-            Some((2, Bytes::from_static(b"rows")))
-        );
-        assert_eq!(unstamp(v.clone(), &[3, 10]), None);
-        assert_eq!(unstamp(v, &[3]), None);
-        assert_eq!(unstamp(Bytes::from_static(b"\x05ab"), &[1; 5]), None);
-        assert_eq!(unstamp(Bytes::new(), &[]), None);
     }
 }

@@ -26,6 +26,9 @@ pub struct FileCache {
     pub retry_after: Option<f64>,
     /// Prefix of every memcached key Weiche writes (default "weiche").
     pub namespace: Option<String>,
+    /// The key memcached entries are sealed with (a MAC); every instance sharing the cluster
+    /// needs the same one. None: a random key per process.
+    pub secret: Option<String>,
     #[serde(default)]
     pub rules: Vec<FileCacheRule>,
 }
@@ -89,7 +92,18 @@ pub struct Caching {
     pub timeout: Duration,
     pub retry_after: Duration,
     pub namespace: String,
+    pub secret: Option<CacheSecret>,
     pub rules: Vec<CacheRule>,
+}
+
+/// cache.secret, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CacheSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for CacheSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheSecret(..)")
+    }
 }
 
 impl Default for Caching {
@@ -102,6 +116,7 @@ impl Default for Caching {
             timeout: Duration::from_millis(50),
             retry_after: Duration::from_secs(1),
             namespace: "weiche".into(),
+            secret: None,
             rules: Vec::new(),
         }
     }
@@ -176,6 +191,13 @@ pub fn caching(f: &FileCache) -> Result<Caching, ConfigError> {
         timeout: or("cache.timeout", f.timeout, d.timeout)?,
         retry_after: or("cache.retry_after", f.retry_after, d.retry_after)?,
         namespace,
+        secret: match &f.secret {
+            Some(s) if s.len() < 16 => {
+                return Err(invalid("cache.secret must be at least 16 characters"))
+            }
+            Some(s) => Some(CacheSecret(s.as_bytes().to_vec())),
+            None => None,
+        },
         rules: rules(&f.rules)?,
     })
 }

@@ -167,6 +167,9 @@ pub fn decide(config: &Config, table: &BackendTable, r: Request<'_>) -> Result<R
             let reason = Reason::Rule(n);
             return match &rule.target {
                 RuleTarget::Primary => primary(reason),
+                RuleTarget::Replica if crate::sql::classify::binding_primary(a) => {
+                    primary(Reason::Classifier(a.class.reason))
+                }
                 RuleTarget::Replica => replica(config, table, reason, &ctx),
                 RuleTarget::Backend(addr) => match table.find(addr) {
                     Some(i) if Some(i) != r.avoid => Ok(Route::to(i, reason)),

@@ -174,6 +174,32 @@ fn rules_come_after_hints_and_before_the_classifier() {
 }
 
 #[test]
+fn a_replica_rule_moves_reads_but_never_writes_or_locking_reads() {
+    let mut c = config(&[]);
+    c.rules.push(crate::config::Rule {
+        digest: None,
+        text: None,
+        user: Some("app".into()),
+        schema: None,
+        target: RuleTarget::Replica,
+        name: "rule 1".into(),
+    });
+    let none = Writes::default();
+    let got = route(&c, "SELECT NOW()", Held::Free, None, &none);
+    assert_eq!(got.0, Destination::Backend(1), "{got:?}");
+    for sql in [
+        "UPDATE t SET v = 1",
+        "SELECT v FROM t FOR UPDATE",
+        "SELECT GET_LOCK('x', 1)",
+        "SELECT s.nextval",
+        "SELECT 1; DELETE FROM t",
+    ] {
+        let got = route(&c, sql, Held::Free, None, &none);
+        assert_eq!(got.0, Destination::Backend(PRIMARY), "{sql}: {got:?}");
+    }
+}
+
+#[test]
 fn reads_without_a_replica_fall_back_and_say_so() {
     let c = config(&[]);
     let table = BackendTable::new(&c);

@@ -85,9 +85,16 @@ pub(super) fn with_existing<R>(f: impl FnOnce(&mut Engine) -> R) -> Option<R> {
     ENGINE.with(|cell| cell.try_borrow_mut().ok()?.as_mut().map(f))
 }
 
+/// Memory one worker's Lua state may hold; past it an allocation fails and the hook errors.
+const LUA_MEMORY_LIMIT: usize = 512 << 20;
+
 impl Engine {
     fn new(config: Scripting) -> Result<Engine, ScriptError> {
         let lua = Lua::new();
+        // A script that keeps what clients send (proxy.global) must not take the process down.
+        if let Err(e) = lua.set_memory_limit(LUA_MEMORY_LIMIT) {
+            tracing::debug!("no memory limit for Lua on this build: {e}");
+        }
         let budget = Rc::new(Cell::new(i64::MAX));
         let b = budget.clone();
         let limit = config.instruction_limit;

@@ -19,13 +19,14 @@ use crate::tls::Stream;
 /// How long a client waits for its next command before its buffers are given back.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The client's next command. A client without buffers (idle) gets its read buffer only once
-/// its command arrives.
-async fn next_command(client: &mut Framed<Stream>) -> Result<Chunk, ProtocolError> {
+/// The client's next command, at most `max` bytes (proxy.max_packet_size, checked on the
+/// header before any of the payload is buffered). A client without buffers (idle) gets its read
+/// buffer only once its command arrives.
+async fn next_command(client: &mut Framed<Stream>, max: usize) -> Result<Chunk, ProtocolError> {
     if !client.holds_buffers() {
         client.io.ready_to_read().await?;
     }
-    client.read_chunk(MAX_CHUNK).await
+    client.read_chunk(max.min(MAX_CHUNK)).await
 }
 
 /// Serve commands until the client quits, disconnects or is killed.
@@ -61,7 +62,7 @@ pub(crate) async fn run(s: &mut Session) {
             .min();
         // Only the wait for the next command is interrupted; a command in flight completes.
         let read = tokio::select! {
-            r = next_command(&mut s.client) => r,
+            r = next_command(&mut s.client, s.config.max_packet_size) => r,
             _ = handle.killed.notified() => {
                 tracing::info!("killed by KILL CONNECTION");
                 return;
@@ -92,6 +93,16 @@ pub(crate) async fn run(s: &mut Session) {
         let cmd = match read {
             Ok(c) => c,
             Err(e) if e.is_disconnect() => return,
+            Err(ProtocolError::TooLarge { len, max }) => {
+                s.shared.metrics.error(ErrorKind::Client);
+                s.shared.metrics.limit(crate::metrics::Limit::PacketSize);
+                tracing::warn!(
+                    "a {len}-byte command is over proxy.max_packet_size ({max}); closing"
+                );
+                let e = RelayError::CommandTooLarge { max };
+                let _ = s.send_err(1, &relay_packet(&e)).await;
+                return;
+            }
             Err(e) => {
                 s.shared.metrics.error(ErrorKind::Client);
                 tracing::warn!("bad packet from client: {e}");

@@ -41,8 +41,10 @@ impl Default for Busy {
 }
 
 impl Busy {
+    /// The command's first bytes as SHOW SESSIONS shows them: a statement with a password in
+    /// it is shown as its digest (see `logging::statement_text`).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.text[..usize::from(self.len)]).into_owned()
+        crate::logging::statement_text(&self.text[..usize::from(self.len)])
     }
 }
 

@@ -179,6 +179,7 @@ impl Shared {
             cache: crate::config::Caching {
                 store: old.cache.store.clone(),
                 namespace: old.cache.namespace.clone(),
+                secret: old.cache.secret.clone(),
                 timeout: old.cache.timeout,
                 retry_after: old.cache.retry_after,
                 ..new.cache.clone()

@@ -120,7 +120,12 @@ pub fn analyze(sql: &[u8]) -> Analysis {
 /// known and a backslash could end a string or not, the text is read both ways: when the two
 /// readings differ, it is a write for the primary whose tables are unknown.
 pub fn analyze_in(sql: &[u8], dialect: Dialect) -> Analysis {
-    let mut a = analyze_tokens(sql, &tokenize_in(sql, dialect));
+    let tokens = tokenize_in(sql, dialect);
+    if tokens.len() > super::lexer::MAX_TOKENS {
+        // Too long to read whole: what the rest does is unknown.
+        return analyze_prefix("a statement longer than Weiche reads (65536 tokens)");
+    }
+    let mut a = analyze_tokens(sql, &tokens);
     if dialect.backslash_escapes.is_none() && sql.contains(&b'\\') {
         let literal = Dialect {
             backslash_escapes: Some(false),
@@ -292,6 +297,27 @@ fn classify_toks(sql: &[u8], toks: &[&Token]) -> Class {
     read_exceptions(sql, toks).unwrap_or(READ)
 }
 
+/// Whether the classifier's primary verdict is binding: the statement writes, locks, takes a
+/// sequence value or assigns a variable, so a `[[rules]]` target of "replica" must not move it
+/// (a broad rule, say all of user "reporting", would otherwise send its writes and FOR UPDATE
+/// reads to a replica).
+pub fn binding_primary(a: &Analysis) -> bool {
+    let e = &a.effects;
+    a.class.target == Target::Primary
+        && a.class.source == Source::Classifier
+        && (e.writes
+            || e.lock_tables
+            || e.named_locks != 0
+            || e.assigns_user_vars
+            || !e.temp_created.is_empty()
+            || a.class.reason.starts_with("locking read")
+            || a.class.reason.starts_with("sequence value")
+            || a.class.reason.starts_with("SELECT ... INTO")
+            || a.class.reason.starts_with("user variable")
+            || a.class.reason.starts_with("multi-statement with")
+            || a.class.reason.starts_with("statement the lexer"))
+}
+
 const READ: Class = Class {
     target: Target::Replica,
     reason: "read",
@@ -325,6 +351,13 @@ fn read_exceptions(sql: &[u8], toks: &[&Token]) -> Option<Class> {
                     && next.is_some_and(|n| n.is(sql, "VALUE"))
                 {
                     return Some(primary("sequence value (NEXT/PREVIOUS VALUE FOR)"));
+                }
+                // sql_mode=ORACLE: s.nextval, s.currval.
+                if (t.is(sql, "NEXTVAL") || t.is(sql, "CURRVAL"))
+                    && i > 0
+                    && toks[i - 1].kind == Kind::Dot
+                {
+                    return Some(primary("sequence value (.NEXTVAL/.CURRVAL)"));
                 }
                 if next.is_some_and(|n| n.kind == Kind::LParen) {
                     let name = t.text(sql);
@@ -514,5 +547,19 @@ mod tests {
             "LAST_INSERT_ID() belongs to the session's server"
         );
         assert_eq!(classify(b"SELECT 1").reason, "read");
+    }
+
+    #[test]
+    fn a_statement_too_long_to_read_whole_is_a_write_anywhere() {
+        let mut sql = b"SELECT 1".to_vec();
+        for _ in 0..super::super::lexer::MAX_TOKENS {
+            sql.extend_from_slice(b",1");
+        }
+        sql.extend_from_slice(b"; DELETE FROM t");
+        let a = analyze(&sql);
+        assert_eq!(a.class.target, Target::Primary);
+        assert!(a.effects.writes && a.effects.writes_anywhere);
+        let short = analyze(&sql[..1000]);
+        assert_eq!(short.class.target, Target::Replica);
     }
 }

@@ -101,7 +101,13 @@ pub fn tokenize(sql: &[u8]) -> Vec<Token> {
     tokenize_in(sql, Dialect::default())
 }
 
-/// Split `sql` into tokens as a server of `dialect` reads it.
+/// Tokens read of one statement at most: 24 bytes each, so a 4 MiB `SELECT 1,1,1,...` would
+/// take 48 MiB. The rest becomes one `Unterminated` token (a statement the lexer cannot read
+/// goes to the primary).
+pub const MAX_TOKENS: usize = 65_536;
+
+/// Split `sql` into tokens as a server of `dialect` reads it (at most `MAX_TOKENS`, then one
+/// `Unterminated` token for the rest).
 pub fn tokenize_in(sql: &[u8], dialect: Dialect) -> Vec<Token> {
     let mut out = Vec::with_capacity(16);
     let mut i = 0;
@@ -109,6 +115,14 @@ pub fn tokenize_in(sql: &[u8], dialect: Dialect) -> Vec<Token> {
     // Inside a versioned comment, its closing */ is skipped like whitespace.
     let mut in_versioned = false;
     while i < n {
+        if out.len() == MAX_TOKENS {
+            out.push(Token {
+                kind: Kind::Unterminated,
+                start: i,
+                end: n,
+            });
+            break;
+        }
         let b = sql[i];
         let start = i;
         let kind = match b {

@@ -6,9 +6,6 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The largest value Weiche reads back (memcached's own item limit is 1 MiB by default).
-const MAX_VALUE: usize = 128 << 20;
-
 /// A reply to one meta request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -26,6 +23,9 @@ pub enum Reply {
 pub struct Conn {
     stream: TcpStream,
     rbuf: BytesMut,
+    /// The largest value read back: what Weiche stores at most (cache.max_result_size and the
+    /// entry's header); a bigger one is not ours and must not make us buffer it.
+    max_value: usize,
 }
 
 fn bad(what: String) -> io::Error {
@@ -33,12 +33,13 @@ fn bad(what: String) -> io::Error {
 }
 
 impl Conn {
-    pub async fn connect(address: &str) -> io::Result<Conn> {
+    pub async fn connect(address: &str, max_value: usize) -> io::Result<Conn> {
         let stream = TcpStream::connect(address).await?;
         let _ = stream.set_nodelay(true);
         Ok(Conn {
             stream,
             rbuf: BytesMut::with_capacity(4096),
+            max_value,
         })
     }
 
@@ -75,7 +76,7 @@ impl Conn {
                 let n: usize = words
                     .next()
                     .and_then(|n| n.parse().ok())
-                    .filter(|&n| n <= MAX_VALUE)
+                    .filter(|&n| n <= self.max_value)
                     .ok_or_else(|| bad(format!("memcached: bad value header '{line}'")))?;
                 while self.rbuf.len() < n + 2 {
                     self.rbuf.reserve(n + 2 - self.rbuf.len());

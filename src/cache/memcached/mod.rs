@@ -66,6 +66,7 @@ pub struct Cluster {
     nodes: Vec<Node>,
     timeout: Duration,
     retry_after: Duration,
+    max_value: usize,
     pub errors: AtomicU64,
 }
 
@@ -83,6 +84,7 @@ impl Cluster {
         servers: &[crate::config::CacheServer],
         timeout: Duration,
         retry_after: Duration,
+        max_value: usize,
     ) -> Cluster {
         Cluster {
             ring: Ring::new(servers),
@@ -95,6 +97,7 @@ impl Cluster {
                 .collect(),
             timeout,
             retry_after,
+            max_value,
             errors: AtomicU64::new(0),
         }
     }
@@ -212,7 +215,7 @@ impl Cluster {
             let sent = tokio::time::timeout_at(deadline, async {
                 let mut conn = match self.take_idle(node, epoch) {
                     Some(c) => c,
-                    None => Conn::connect(address).await?,
+                    None => Conn::connect(address, self.max_value).await?,
                 };
                 conn.send(&bytes).await?;
                 Ok::<_, std::io::Error>(conn)
