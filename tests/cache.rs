@@ -212,6 +212,7 @@ async fn every_kind_of_write_invalidates() {
         format!("PREPARE s FROM '{bump}'; EXECUTE s; DEALLOCATE PREPARE s"),
         format!("/*!50000 {bump} */"),
         format!("SET autocommit = 0; {bump}; COMMIT; SET autocommit = 1"),
+        format!("BEGIN NOT ATOMIC {bump}; END"),
     ];
     let mut want: u32 = reader.query_first(&read).await.unwrap().unwrap();
     for sql in &writes {

@@ -487,3 +487,21 @@ async fn entries_forged_in_memcached_are_never_served() {
     assert_eq!(rejected.as_deref(), Some("1"), "{rows:?}");
     c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_over_max_packet_size_is_refused_before_it_is_read() {
+    let w = Weiche::start_primary_config("[proxy]\nmax_packet_size = 1048576\n");
+    let mut r = Raw::login(&w.addr(), &common::app_user(), &common::app_password(), 0).await;
+    let mut q = b"\x03SELECT COUNT(*) FROM DUAL WHERE 1 IN (1".to_vec();
+    while q.len() < 4 << 20 {
+        q.extend_from_slice(b",1");
+    }
+    q.push(b')');
+    // Only the header and a little of the payload need to go out before Weiche answers.
+    let _ = tokio::time::timeout(Duration::from_secs(5), r.f.send(0, &q)).await;
+    let e = r.read().await.payload;
+    assert_eq!(code(&e), Some(1153), "{:?}", String::from_utf8_lossy(&e));
+    // Under the limit is fine.
+    let mut ok = Raw::login(&w.addr(), &common::app_user(), &common::app_password(), 0).await;
+    assert_eq!(ok.query("SELECT 1").await.len(), 5);
+}

@@ -29,6 +29,21 @@ async fn next_command(client: &mut Framed<Stream>, max: usize) -> Result<Chunk, 
     client.read_chunk(max.min(MAX_CHUNK)).await
 }
 
+/// Close after an answer the client must get although it is still sending: closing with its
+/// bytes unread would reset the connection, and a reset can discard the answer before the
+/// client reads it. The rest is read and dropped (a fixed buffer, at most half a second).
+async fn linger(client: &mut Framed<Stream>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = client.io.shutdown().await;
+    let mut buf = [0u8; 8192];
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, client.io.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
 /// Serve commands until the client quits, disconnects or is killed.
 pub(crate) async fn run(s: &mut Session) {
     let handle = s.handle.clone();
@@ -101,6 +116,7 @@ pub(crate) async fn run(s: &mut Session) {
                 );
                 let e = RelayError::CommandTooLarge { max };
                 let _ = s.send_err(1, &relay_packet(&e)).await;
+                linger(&mut s.client).await;
                 return;
             }
             Err(e) => {

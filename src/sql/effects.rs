@@ -180,10 +180,16 @@ pub fn statement_effects(sql: &[u8], toks: &[&Token], e: &mut Effects) {
     if first.is(sql, "PREPARE") || first.is(sql, "EXECUTE") || first.is(sql, "DEALLOCATE") {
         e.untracked = Some("SQL-level prepared statement (PREPARE)");
     }
-    if first.is(sql, "EXECUTE") || first.is(sql, "CALL") {
-        // What it runs is not in the text (EXECUTE IMMEDIATE's may be an expression).
+    // What these run is not (all) in the text Weiche reads: EXECUTE IMMEDIATE's may be an
+    // expression, a compound statement (BEGIN NOT ATOMIC ... END) holds any statements and its
+    // own semicolons, BINLOG replays events.
+    let compound = first.is(sql, "BEGIN") && word(sql, at(1), "NOT");
+    if first.is(sql, "EXECUTE") || first.is(sql, "CALL") || first.is(sql, "BINLOG") || compound {
         e.writes = true;
         e.writes_anywhere = true;
+    }
+    if compound {
+        e.untracked = Some("compound statement (BEGIN NOT ATOMIC)");
     }
     if first.is(sql, "HANDLER") {
         e.untracked = Some("HANDLER");
