@@ -505,3 +505,44 @@ async fn a_command_over_max_packet_size_is_refused_before_it_is_read() {
     let mut ok = Raw::login(&w.addr(), &common::app_user(), &common::app_password(), 0).await;
     assert_eq!(ok.query("SELECT 1").await.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_cannot_hold_unbounded_text() {
+    let w = Weiche::start_primary_config("");
+    let mut r = Raw::login(&w.addr(), &common::app_user(), &common::app_password(), 0).await;
+    let mut p = b"\x16SELECT 1 /*".to_vec();
+    p.resize(10 << 20, b'x');
+    p.extend_from_slice(b"*/");
+    let mut answers = Vec::new();
+    for _ in 0..7 {
+        r.send(&p).await;
+        let first = r.read().await.payload.to_vec();
+        if first[0] == 0 {
+            r.read_until(common::raw::is_eof).await; // the column
+        }
+        answers.push(code(&first));
+    }
+    // Six of 10 MiB fit in 64 MiB; the seventh is refused, and the session goes on.
+    assert_eq!(answers[..6], [None; 6], "{answers:?}");
+    assert_eq!(answers[6], Some(1461), "{answers:?}");
+    assert_eq!(r.query("SELECT 1").await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_has_a_failed_login_limit_too() {
+    let w = Weiche::start_primary_config(&format!("{ADMIN}[limits]\nmax_failed_logins = 3\n"));
+    for _ in 0..3 {
+        let e = Conn::new(admin_opts(admin_port(&w), "wrong"))
+            .await
+            .expect_err("a wrong admin password");
+        assert_eq!(server_code(&e), Some(1045), "{e}");
+    }
+    let e = Conn::new(admin_opts(admin_port(&w), "admin-secret"))
+        .await
+        .expect_err("blocked");
+    assert_eq!(server_code(&e), Some(1129), "{e}");
+    // The proxy's accounts from the same address are not.
+    Conn::new(opts(&w.addr()))
+        .await
+        .expect("the application logs in");
+}

@@ -28,17 +28,33 @@ use tokio::net::{TcpListener, TcpStream};
 /// Admin connections get ids from here (apart from the proxy's).
 const FIRST_ADMIN_ID: u32 = 1;
 
+/// Admin connections open at once at most: the port is for a few operators and their tools.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// The name admin-port password failures count under (no proxy user can have it).
+const ADMIN_ACCOUNT: &[u8] = b"\0admin port";
+
 /// Serve the admin port until the process ends.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let mut next = FIRST_ADMIN_ID;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let shared = shared.clone();
                 let id = next;
                 next = next.wrapping_add(1).max(FIRST_ADMIN_ID);
+                let open = open.clone();
+                if open.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= MAX_ADMIN_CONNECTIONS {
+                    open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    tracing::warn!(client = %peer, "admin connection refused: {MAX_ADMIN_CONNECTIONS} are open");
+                    drop(stream);
+                    continue;
+                }
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
+                    // Given back however the connection ends.
+                    let _slot = AdminSlot(open);
                     if let Err(e) = connection(shared, stream, peer, id).await {
                         if !e.is_disconnect() {
                             tracing::warn!(client = %peer, "admin connection: {e}");
@@ -109,7 +125,34 @@ async fn connection(
             return Ok(());
         }
     };
-    if !admin_password_ok(&creds, &resp.username, &scramble, &answer) {
+    let ok = admin_password_ok(&creds, &resp.username, &scramble, &answer);
+    // The proxy's failed-login limit holds here too, counted apart from proxy accounts.
+    if let Err(left) =
+        shared
+            .admission
+            .password_verdict(peer.ip(), ADMIN_ACCOUNT, ok, &config.limits)
+    {
+        tracing::warn!(client = %peer, "admin login refused: blocked after failed logins");
+        let err = ErrPacket::new(
+            errcode::ER_HOST_IS_BLOCKED,
+            "HY000",
+            format!(
+                "Host '{}' is blocked from the admin port because of {} failed logins; try again \
+                 in {} s",
+                peer.ip(),
+                config.limits.max_failed_logins,
+                left.as_secs() + 1
+            ),
+        );
+        client.send(seq, &err_payload(&err)).await?;
+        return Ok(());
+    }
+    if ok && config.tls.require && !client.io.is_tls() {
+        let err = crate::login::tls_required("admin", true);
+        client.send(seq, &err_payload(&err)).await?;
+        return Ok(());
+    }
+    if !ok {
         tracing::warn!(client = %peer, "admin login refused for '{}'", String::from_utf8_lossy(&resp.username));
         let err = access_denied(&resp.username, &peer, !answer.is_empty());
         client.send(seq, &err_payload(&err)).await?;
@@ -238,4 +281,13 @@ pub(crate) fn table(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Vec<byt
         crate::protocol::resultset::Shape::default(),
         crate::protocol::constants::status::AUTOCOMMIT,
     )
+}
+
+/// Counts an admin connection until it is dropped.
+struct AdminSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for AdminSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }

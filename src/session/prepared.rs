@@ -66,6 +66,23 @@ pub(crate) async fn dispatch(s: &mut Session, mut cmd: Chunk) -> Result<Next, Re
 
 async fn prepare(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError> {
     let max = s.config.limits.max_prepared_statements;
+    let text = cmd.payload.len().saturating_sub(1);
+    if s.stmts.bytes() + text > super::stmt::MAX_PREPARED_BYTES {
+        s.shared
+            .metrics
+            .limit(crate::metrics::Limit::PreparedStatements);
+        tracing::warn!("refused a prepare: the session's statements would hold over 64 MiB");
+        return Err(CommandError::server(ErrPacket::new(
+            errcode::ER_MAX_PREPARED_STMT_COUNT_REACHED,
+            "42000",
+            format!(
+                "Can't create more than max_prepared_stmt_count statements: the session's \
+                 prepared statements hold {} bytes of text, Weiche's limit is {} per session",
+                s.stmts.bytes(),
+                super::stmt::MAX_PREPARED_BYTES
+            ),
+        )));
+    }
     if s.stmts.count() >= max {
         s.shared
             .metrics

@@ -22,7 +22,13 @@ pub struct Statements {
     by_id: HashMap<u32, ClientStatement>,
     /// The statement prepared last, while it exists: what id 0xFFFFFFFF names.
     last: Option<u32>,
+    /// Bytes of statement text held.
+    bytes: usize,
 }
+
+/// Statement text one session may hold in prepared statements (ERR 1461 beyond): the count
+/// limit alone would let 1024 statements of 16 MiB each hold 16 GiB.
+pub const MAX_PREPARED_BYTES: usize = 64 << 20;
 
 /// The statement id MariaDB reads as "the one prepared last": libmariadb's
 /// mariadb_stmt_execute_direct sends COM_STMT_PREPARE and COM_STMT_EXECUTE with this id back to
@@ -32,6 +38,7 @@ pub const LAST_PREPARED: u32 = u32::MAX;
 impl Statements {
     pub fn add(&mut self, stmt: ClientStatement) -> u32 {
         self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.bytes += stmt.sql.len();
         self.by_id.insert(self.next_id, stmt);
         self.last = Some(self.next_id);
         self.next_id
@@ -50,6 +57,11 @@ impl Statements {
         self.by_id.len()
     }
 
+    /// Bytes of statement text the session holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn get(&self, id: u32) -> Option<&ClientStatement> {
         self.by_id.get(&id)
     }
@@ -62,12 +74,15 @@ impl Statements {
         if self.last == Some(id) {
             self.last = None;
         }
-        self.by_id.remove(&id)
+        let st = self.by_id.remove(&id)?;
+        self.bytes -= st.sql.len();
+        Some(st)
     }
 
     pub fn clear(&mut self) {
         self.by_id.clear();
         self.last = None;
+        self.bytes = 0;
     }
 }
 
