@@ -133,6 +133,9 @@ async fn accept_loop(
     if config.monitoring.load_users {
         tokio::spawn(read_accounts(shared.clone()));
     }
+    if let (Some(cache), Some(setup)) = (&shared.cache, crate::cache::binlog::Setup::new(&config)) {
+        crate::cache::binlog::start(cache.clone(), shared.backends.clone(), setup);
+    }
     if let Some(l) = listeners.admin {
         let (l, bound) = adopt(l)?;
         tracing::info!(address = %bound, "admin interface listening");

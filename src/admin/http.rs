@@ -168,7 +168,7 @@ pub fn metrics(shared: &Shared) -> String {
         family(
             "weiche_cache_events_total",
             "counter",
-            "Result cache events: hits, misses, stores, not_stored, bypassed, refused, generation_bumps, evictions or store_errors.",
+            "Result cache events: hits, misses, stores, not_stored, bypassed, refused, generation_bumps, rejected, evictions or store_errors; with cache.binlog also binlog_commits, binlog_bumps, binlog_reconnects, binlog_flushes and binlog_held.",
             cache
                 .counters()
                 .into_iter()
@@ -180,6 +180,27 @@ pub fn metrics(shared: &Shared) -> String {
                 })
                 .collect(),
         );
+        if let Some(tail) = &cache.tail {
+            for (name, v) in tail.gauges() {
+                let help = match name {
+                    "binlog_serving_hits" => "1 while the binlog follower is close enough behind the primary for cache hits.",
+                    _ => "Seconds since the binlog follower last caught up with a position read from the primary.",
+                };
+                family(
+                    &format!("weiche_cache_{name}"),
+                    "gauge",
+                    help,
+                    vec![(
+                        String::new(),
+                        if v.is_finite() {
+                            format!("{v:.3}")
+                        } else {
+                            "+Inf".into()
+                        },
+                    )],
+                );
+            }
+        }
     }
     super::exposition::families(shared, &mut out);
     out

@@ -67,6 +67,17 @@ impl GtidPos {
             .sum()
     }
 
+    /// One more transaction: its domain moves to it (a binlog stream's GTIDs arrive in order).
+    pub fn advance(&mut self, g: Gtid) {
+        match self.0.iter_mut().find(|o| o.domain == g.domain) {
+            Some(o) => *o = g,
+            None => {
+                self.0.push(g);
+                self.0.sort_by_key(|g| g.domain);
+            }
+        }
+    }
+
     /// Raise each domain to `other`'s when that is further (what a replica has, once it is
     /// known to have applied `other`).
     pub fn merge(&mut self, other: &GtidPos) {

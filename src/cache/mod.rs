@@ -6,6 +6,7 @@
 //! into its key, so that one round trip fetches both. The session decides what to cache (`policy`), builds the key (`key`) and relays; this
 //! module keeps entries and generations and counts what happens.
 
+pub mod binlog;
 mod embedded;
 mod entry;
 mod key;
@@ -150,6 +151,8 @@ pub struct Cache {
     /// Seals memcached entries (`entry`): the store is not trusted.
     sealer: entry::Sealer,
     pub stats: Stats,
+    /// How far the binlog follower has come (cache.binlog): hits wait for it.
+    pub tail: Option<std::sync::Arc<binlog::Tail>>,
 }
 
 impl Cache {
@@ -189,6 +192,10 @@ impl Cache {
             config: config.clone(),
             store,
             stats,
+            tail: config
+                .binlog
+                .as_ref()
+                .map(|b| std::sync::Arc::new(binlog::Tail::new(b.max_lag))),
         })
     }
 
@@ -204,6 +211,14 @@ impl Cache {
     /// was stamped with exactly the current generations. `count`: a real lookup (EXPLAIN
     /// ROUTE's are not counted).
     pub async fn lookup(&self, plan: &Plan, key: Key, count: bool) -> Lookup {
+        if self.tail.as_ref().is_some_and(|t| !t.fresh()) {
+            // The binlog is behind or broken: a hit could hide a write made elsewhere.
+            if let (true, Some(t)) = (count, &self.tail) {
+                Stats::count(&t.held);
+                Stats::count(&self.stats.bypassed);
+            }
+            return Lookup::Bypass;
+        }
         let (gens, value) = match &self.store {
             Store::Embedded(e) => (Some(e.generations(&plan.scopes)), Some(e.get(key))),
             Store::Memcached(c) => self.ask_memcached(c, plan, key).await,
@@ -446,6 +461,9 @@ impl Cache {
                 }
             }
         }
+        if let Some(t) = &self.tail {
+            out.extend(t.describe());
+        }
         let rules = s
             .rules
             .read()
@@ -479,6 +497,9 @@ impl Cache {
         match &self.store {
             Store::Embedded(e) => v.push(("evictions", e.usage().3)),
             Store::Memcached(c) => v.push(("store_errors", c.errors.load(Ordering::Relaxed))),
+        }
+        if let Some(t) = &self.tail {
+            v.extend(t.counters());
         }
         v
     }

@@ -29,8 +29,28 @@ pub struct FileCache {
     /// The key memcached entries are sealed with (a MAC); every instance sharing the cluster
     /// needs the same one. None: a random key per process.
     pub secret: Option<String>,
+    /// `[cache.binlog]`: invalidation from the primary's binary log.
+    pub binlog: Option<FileBinlog>,
     #[serde(default)]
     pub rules: Vec<FileCacheRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBinlog {
+    /// Follow the primary's binlog (default true once the section is there).
+    pub enabled: Option<bool>,
+    /// An account with REPLICATION SLAVE (default: the monitor's).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// The server id Weiche registers with (default: random, in 2^31 .. 2^32-2).
+    pub server_id: Option<u32>,
+    /// Seconds the binlog may be behind the primary before hits stop (default 1).
+    pub max_lag: Option<f64>,
+    /// Seconds between reads of the primary's position (default max_lag / 4, at most 0.25).
+    pub check_interval: Option<f64>,
+    /// Seconds after a commit arrives that its tables are bumped again (default 0.1).
+    pub settle: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,7 +113,56 @@ pub struct Caching {
     pub retry_after: Duration,
     pub namespace: String,
     pub secret: Option<CacheSecret>,
+    /// Invalidation from the primary's binlog (None: only writes through Weiche invalidate).
+    pub binlog: Option<Binlog>,
     pub rules: Vec<CacheRule>,
+}
+
+/// How the binlog is followed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binlog {
+    /// None: the monitor account.
+    pub account: Option<super::Credentials>,
+    pub server_id: Option<u32>,
+    pub max_lag: Duration,
+    pub check_interval: Duration,
+    pub settle: Duration,
+}
+
+fn binlog(f: &FileBinlog) -> Result<Option<Binlog>, ConfigError> {
+    if f.enabled == Some(false) {
+        return Ok(None);
+    }
+    let or = |what: &str, v: Option<f64>, d: Duration| match v {
+        Some(s) => secs(what, s, false),
+        None => Ok(d),
+    };
+    let max_lag = or("cache.binlog.max_lag", f.max_lag, Duration::from_secs(1))?;
+    let check_interval = or(
+        "cache.binlog.check_interval",
+        f.check_interval,
+        (max_lag / 4).min(Duration::from_millis(250)),
+    )?;
+    if check_interval >= max_lag {
+        return Err(invalid(
+            "cache.binlog.check_interval must be shorter than cache.binlog.max_lag",
+        ));
+    }
+    if matches!(f.server_id, Some(0) | Some(u32::MAX)) {
+        return Err(invalid(
+            "cache.binlog.server_id must be between 1 and 4294967294",
+        ));
+    }
+    Ok(Some(Binlog {
+        account: f.user.as_ref().map(|u| super::Credentials {
+            user: u.clone(),
+            password: f.password.clone().unwrap_or_default(),
+        }),
+        server_id: f.server_id,
+        max_lag,
+        check_interval,
+        settle: or("cache.binlog.settle", f.settle, Duration::from_millis(100))?,
+    }))
 }
 
 /// cache.secret, never printed.
@@ -117,6 +186,7 @@ impl Default for Caching {
             retry_after: Duration::from_secs(1),
             namespace: "weiche".into(),
             secret: None,
+            binlog: None,
             rules: Vec::new(),
         }
     }
@@ -196,6 +266,10 @@ pub fn caching(f: &FileCache) -> Result<Caching, ConfigError> {
                 return Err(invalid("cache.secret must be at least 16 characters"))
             }
             Some(s) => Some(CacheSecret(s.as_bytes().to_vec())),
+            None => None,
+        },
+        binlog: match &f.binlog {
+            Some(b) => binlog(b)?,
             None => None,
         },
         rules: rules(&f.rules)?,

@@ -486,6 +486,16 @@ impl LoadedConfig {
         let routing = super::routing::routing(&file.routing)?;
         let pool = super::routing::pooling(&file.pool)?;
         let cache = super::cache::caching(&file.cache)?;
+        if cache
+            .binlog
+            .as_ref()
+            .is_some_and(|b| b.account.is_none() && monitor.is_none())
+        {
+            return Err(invalid(
+                "cache.binlog needs cache.binlog.user (an account with REPLICATION SLAVE) or a \
+                 monitor account",
+            ));
+        }
         let tls = super::tls::tls(&file.tls, &file.backend_tls)?;
         let limits = super::limits::limits(&file.limits)?;
         if users.iter().any(|u| u.require_tls) && tls.acceptor.is_none() {

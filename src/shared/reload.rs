@@ -109,7 +109,8 @@ impl Shared {
             differs(&old.cache.store, &new.cache.store)
                 || old.cache.namespace != new.cache.namespace
                 || old.cache.timeout != new.cache.timeout
-                || old.cache.retry_after != new.cache.retry_after,
+                || old.cache.retry_after != new.cache.retry_after
+                || old.cache.binlog != new.cache.binlog,
             "cache store",
             true,
         );
