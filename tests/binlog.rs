@@ -358,3 +358,93 @@ async fn a_cut_stream_never_yields_a_stale_hit() {
     assert_eq!(stale, 0);
     assert!(hits >= 6, "{hits} hits: the cache did not serve");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cascades_and_views_are_invalidated_with_their_tables() {
+    let t = table("binlog_fk");
+    let config = format!(
+        "{ADMIN}\n[[cache.rules]]\ntable = \"{t}_child\"\nttl = 300\n\
+         [[cache.rules]]\ntable = \"{t}_view\"\nttl = 300\n\n{}",
+        binlog_section("")
+    );
+    let w = Weiche::start_config(&config);
+    let mut root = Conn::new(
+        OptsBuilder::default()
+            .ip_or_hostname(common::host_port(&primary()).0)
+            .tcp_port(common::host_port(&primary()).1)
+            .user(Some("root"))
+            .prefer_socket(false),
+    )
+    .await
+    .expect("root on the primary");
+    // Sandboxes made before the grant was part of scripts/sandbox.
+    root.query_drop("GRANT SHOW VIEW ON *.* TO 'monitor'@'%', 'monitor'@'127.0.0.1'")
+        .await
+        .unwrap();
+    let mut d = Conn::new(direct(&primary())).await.expect("direct");
+    d.query_drop(format!(
+        "CREATE TABLE {t}_parent (id INT PRIMARY KEY) ENGINE=InnoDB; \
+         CREATE TABLE {t}_child (id INT PRIMARY KEY, p INT, \
+           FOREIGN KEY (p) REFERENCES {t}_parent (id) ON DELETE CASCADE) ENGINE=InnoDB; \
+         CREATE VIEW {t}_view AS SELECT COUNT(*) AS n FROM {t}_child"
+    ))
+    .await
+    .unwrap();
+    let ddl: String = d
+        .query_first("SELECT @@global.gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    d.query_drop(format!(
+        "INSERT INTO {t}_parent VALUES (1), (2); INSERT INTO {t}_child VALUES (1, 1), (2, 2)"
+    ))
+    .await
+    .unwrap();
+    let mut a = admin(&w).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !covers(&show_cache(&mut a, "binlog_catalog_position").await, &ddl) {
+        assert!(
+            Instant::now() < deadline,
+            "the catalog never had the foreign key and view"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = Conn::new(common::opts(&w.addr())).await.expect("connect");
+    let child = format!("SELECT COUNT(*) FROM {t}_child");
+    let view = format!("SELECT n FROM {t}_view");
+    for expected in [2u32, 1, 0] {
+        if expected < 2 {
+            d.query_drop(format!(
+                "DELETE FROM {t}_parent WHERE id = {}",
+                expected + 1
+            ))
+            .await
+            .unwrap();
+            caught_up(&mut d, std::slice::from_mut(&mut a)).await;
+        }
+        for q in [&child, &view, &child, &view] {
+            let n: u32 = c.query_first(q).await.unwrap().unwrap();
+            assert_eq!(n, expected, "{q} after the cascade");
+        }
+    }
+    let hits: u32 = show_cache(&mut a, "hits").await.parse().unwrap();
+    assert!(hits >= 6, "{hits} hits: the cache did not serve");
+    // Writes through Weiche reach cascades and views too.
+    c.query_drop(format!(
+        "INSERT INTO {t}_parent VALUES (3); INSERT INTO {t}_child VALUES (3, 3)"
+    ))
+    .await
+    .unwrap();
+    let n: u32 = c.query_first(&view).await.unwrap().unwrap();
+    assert_eq!(n, 1);
+    c.query_drop(format!("DELETE FROM {t}_parent WHERE id = 3"))
+        .await
+        .unwrap();
+    let n: u32 = c.query_first(&view).await.unwrap().unwrap();
+    assert_eq!(n, 0, "a cascade through Weiche");
+    d.query_drop(format!(
+        "DROP VIEW {t}_view; DROP TABLE {t}_child, {t}_parent"
+    ))
+    .await
+    .ok();
+}

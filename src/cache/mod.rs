@@ -153,6 +153,9 @@ pub struct Cache {
     pub stats: Stats,
     /// How far the binlog follower has come (cache.binlog): hits wait for it.
     pub tail: Option<std::sync::Arc<binlog::Tail>>,
+    /// What else changes when a table does: foreign-key cascades and views (read from the
+    /// primary with cache.binlog; see `binlog::catalog`).
+    dependents: std::sync::RwLock<std::collections::HashMap<Scope, Vec<Scope>>>,
 }
 
 impl Cache {
@@ -196,6 +199,7 @@ impl Cache {
                 .binlog
                 .as_ref()
                 .map(|b| std::sync::Arc::new(binlog::Tail::new(b.max_lag))),
+            dependents: Default::default(),
         })
     }
 
@@ -360,11 +364,56 @@ impl Cache {
         Stats::count(&self.stats.refused);
     }
 
-    /// Make every entry that read these scopes unreachable.
+    /// The catalog of cascades and views was read again.
+    pub fn set_dependents(&self, map: std::collections::HashMap<Scope, Vec<Scope>>) {
+        *self
+            .dependents
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+    }
+
+    /// `scopes` with what changes along with them (cascades, views over them).
+    fn with_dependents<'s>(&self, scopes: &'s [Scope]) -> std::borrow::Cow<'s, [Scope]> {
+        let deps = self
+            .dependents
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if deps.is_empty() {
+            return std::borrow::Cow::Borrowed(scopes);
+        }
+        let mut out = scopes.to_vec();
+        for s in scopes {
+            match s {
+                Scope::Table(db, _) => {
+                    out.extend(deps.get(s).into_iter().flatten().cloned());
+                    let schema = Scope::Schema(db.clone());
+                    out.extend(deps.get(&schema).into_iter().flatten().cloned());
+                }
+                // Anything in the schema changed: so did whatever depends on its tables.
+                Scope::Schema(db) => {
+                    for (k, v) in deps.iter() {
+                        if matches!(k, Scope::Table(d, _) | Scope::Schema(d) if d == db) {
+                            out.extend(v.iter().cloned());
+                        }
+                    }
+                }
+                Scope::All => {}
+            }
+        }
+        if out.len() == scopes.len() {
+            return std::borrow::Cow::Borrowed(scopes);
+        }
+        out.sort();
+        out.dedup();
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// Make every entry that read these scopes (or what changes with them) unreachable.
     pub async fn bump(&self, scopes: &[Scope]) {
         if scopes.is_empty() {
             return;
         }
+        let scopes = &*self.with_dependents(scopes);
         self.stats
             .bumps
             .fetch_add(scopes.len() as u64, Ordering::Relaxed);
@@ -463,6 +512,12 @@ impl Cache {
         }
         if let Some(t) = &self.tail {
             out.extend(t.describe());
+            let n = self
+                .dependents
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len();
+            out.push(("binlog_tables_with_dependents".into(), n.to_string()));
         }
         let rules = s
             .rules

@@ -16,6 +16,7 @@
 //! visible; a fill in that moment reads the old rows under the new generation, and the second
 //! bump retires it.
 
+mod catalog;
 mod event;
 mod tail;
 
@@ -56,6 +57,8 @@ pub struct Setup {
     tls: Option<BackendTls>,
     check_interval: Duration,
     settle: Duration,
+    /// The monitor account, which reads the foreign keys and views (it has PROCESS).
+    monitor: Option<Credentials>,
 }
 
 impl Setup {
@@ -76,6 +79,7 @@ impl Setup {
             tls: config.tls.backend.clone(),
             check_interval: b.check_interval,
             settle: b.settle,
+            monitor: config.monitor.clone(),
         })
     }
 }
@@ -123,6 +127,17 @@ pub fn start(cache: Arc<Cache>, backends: Arc<BackendTable>, setup: Setup) {
     );
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(check(backends.clone(), setup.clone(), tx));
+    let (ddl, ddl_rx) = tokio::sync::watch::channel(GtidPos::default());
+    let mut as_monitor = setup.clone();
+    if let Some(m) = &setup.monitor {
+        as_monitor.account = m.clone();
+    }
+    tokio::spawn(catalog::keep(
+        cache.clone(),
+        backends.clone(),
+        as_monitor,
+        ddl_rx,
+    ));
     let f = Follower {
         cache,
         backends,
@@ -135,6 +150,7 @@ pub fn start(cache: Arc<Cache>, backends: Arc<BackendTable>, setup: Setup) {
         settle: Vec::new(),
         settle_due: None,
         warned_format: false,
+        ddl,
     };
     tokio::spawn(f.run());
 }
@@ -160,8 +176,12 @@ async fn rows(conn: &mut ServerConnection, sql: &[u8]) -> Result<Rows, QueryErro
 }
 
 fn cell(r: &Rows, col: usize) -> String {
+    cell_at(r, 0, col)
+}
+
+fn cell_at(r: &Rows, row: usize, col: usize) -> String {
     r.rows
-        .first()
+        .get(row)
         .and_then(|row| row.get(col))
         .and_then(|v| v.as_deref())
         .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -260,6 +280,7 @@ fn take_packet(buf: &mut BytesMut) -> Result<Option<Bytes>, ProtocolError> {
 struct Batch {
     scopes: Vec<Scope>,
     gtids: Vec<Gtid>,
+    ddl: bool,
 }
 
 struct Follower {
@@ -277,6 +298,9 @@ struct Follower {
     settle: Vec<Scope>,
     settle_due: Option<tokio::time::Instant>,
     warned_format: bool,
+    /// Tells the catalog to read the foreign keys and views again, with the position of the
+    /// DDL that asks.
+    ddl: tokio::sync::watch::Sender<GtidPos>,
 }
 
 impl Follower {
@@ -496,6 +520,7 @@ impl Follower {
             self.tail
                 .commits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            batch.ddl |= c.ddl;
             batch.scopes.extend(c.scopes);
             batch.gtids.extend(c.gtid);
         }
@@ -521,6 +546,9 @@ impl Follower {
             seen.advance(g);
         }
         self.tail.position(seen.to_string());
+        if batch.ddl {
+            self.ddl.send_replace(seen.clone());
+        }
         self.confirm();
     }
 

@@ -38,6 +38,8 @@ struct Info {
     position: String,
     /// Why the stream is down (the last error).
     error: Option<String>,
+    /// The catalog of cascades and views was last read after this position's DDL.
+    catalog: String,
 }
 
 impl Tail {
@@ -93,6 +95,10 @@ impl Tail {
         i.error = None;
     }
 
+    pub fn catalog_read(&self, after: String) {
+        self.info().catalog = after;
+    }
+
     pub fn position(&self, position: String) {
         self.info().position = position;
     }
@@ -130,6 +136,7 @@ impl Tail {
                 if self.fresh() { "yes" } else { "no" }.into(),
             ),
             ("binlog_position".into(), i.position),
+            ("binlog_catalog_position".into(), i.catalog),
             (
                 "binlog_confirmed_ms_ago".into(),
                 self.age()
