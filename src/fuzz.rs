@@ -19,7 +19,14 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("handshake", handshake),
     ("sql", sql),
     ("lua_proto", lua_proto),
+    ("binlog", binlog),
 ];
+
+/// Binlog events from the primary (the cache's follower): any bytes give an event, an error
+/// or a commit, never a panic.
+pub fn binlog(data: &[u8]) {
+    crate::cache::binlog::fuzz_events(data);
+}
 
 /// The framer: whatever the bytes, each decoded packet accounts for its bytes, and a packet
 /// encoded from the input decodes to the same payload.

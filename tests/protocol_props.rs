@@ -64,6 +64,11 @@ proptest! {
     }
 
     #[test]
+    fn binlog_events_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        fuzz::binlog(&bytes);
+    }
+
+    #[test]
     fn lua_proto_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         fuzz::lua_proto(&bytes);
     }

@@ -571,6 +571,31 @@ impl Follower {
     }
 }
 
+/// For the fuzzer: bytes as a stream of events, each behind a 2-byte length, parsed and fed
+/// to the transaction tracker as the follower does (a format event switches checksums on).
+pub fn fuzz_events(data: &[u8]) {
+    let mut format = Format::default();
+    let mut groups = Groups::default();
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let n = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let (ev, more) = rest[2..].split_at(n);
+        rest = more;
+        match event::parse(&format, ev) {
+            Ok((_, Event::Format(f))) => format = f,
+            Ok((_, e)) => {
+                if let Some(c) = groups.feed(&e) {
+                    assert!(
+                        c.scopes.windows(2).all(|w| w[0] < w[1]),
+                        "scopes sorted, once"
+                    );
+                }
+            }
+            Err(_) => groups.reset(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
