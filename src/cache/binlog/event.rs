@@ -323,9 +323,9 @@ impl Groups {
             Event::Xid => self.end_if(true),
             Event::Incident => {
                 // The primary says events may be missing here.
-                let mut c = self.open.take().map(|g| self.finish(g)).unwrap_or_default();
-                c.scopes.push(Scope::All);
-                Some(c)
+                let mut g = self.open.take().unwrap_or_default();
+                g.scopes.push(Scope::All);
+                Some(self.finish(g))
             }
             Event::Format(_) | Event::Stop | Event::Other => None,
         }
