@@ -422,13 +422,26 @@ async fn cascades_and_views_are_invalidated_with_their_tables() {
             .unwrap();
             caught_up(&mut d, std::slice::from_mut(&mut a)).await;
         }
-        for q in [&child, &view, &child, &view] {
-            let n: u32 = c.query_first(q).await.unwrap().unwrap();
-            assert_eq!(n, expected, "{q} after the cascade");
+        // Read until both are answered from the cache (the settle bump, or a write of another
+        // test in the schema, may retire a fresh entry once): every answer must be right.
+        let before: u32 = show_cache(&mut a, "hits").await.parse().unwrap();
+        for attempt in 0.. {
+            for q in [&child, &view] {
+                let n: u32 = c.query_first(q).await.unwrap().unwrap();
+                assert_eq!(n, expected, "{q} after the cascade");
+            }
+            let hits: u32 = show_cache(&mut a, "hits").await.parse().unwrap();
+            if hits >= before + 2 {
+                break;
+            }
+            assert!(
+                attempt < 100,
+                "{} hits: the cache did not serve",
+                hits - before
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let hits: u32 = show_cache(&mut a, "hits").await.parse().unwrap();
-    assert!(hits >= 6, "{hits} hits: the cache did not serve");
     // Writes through Weiche reach cascades and views too.
     c.query_drop(format!(
         "INSERT INTO {t}_parent VALUES (3); INSERT INTO {t}_child VALUES (3, 3)"
