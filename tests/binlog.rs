@@ -43,6 +43,19 @@ fn direct(addr: &str) -> mysql_async::Opts {
         .into()
 }
 
+async fn root_on_primary() -> Conn {
+    let (host, port) = common::host_port(&primary());
+    Conn::new(
+        OptsBuilder::default()
+            .ip_or_hostname(host)
+            .tcp_port(port)
+            .user(Some("root"))
+            .prefer_socket(false),
+    )
+    .await
+    .expect("root on the primary")
+}
+
 /// domain -> sequence of a GTID position.
 fn gtids(pos: &str) -> HashMap<u32, u64> {
     pos.split(',')
@@ -112,15 +125,7 @@ async fn writes_that_bypass_weiche_are_never_hidden_by_a_hit() {
         binlog_section("")
     );
     let (w1, w2) = (Weiche::start_config(&config), Weiche::start_config(&config));
-    let mut root = Conn::new(
-        OptsBuilder::default()
-            .ip_or_hostname(common::host_port(&primary()).0)
-            .tcp_port(common::host_port(&primary()).1)
-            .user(Some("root"))
-            .prefer_socket(false),
-    )
-    .await
-    .expect("root on the primary");
+    let mut root = root_on_primary().await;
     root.query_drop("SET GLOBAL event_scheduler = ON")
         .await
         .unwrap();
@@ -368,15 +373,7 @@ async fn cascades_and_views_are_invalidated_with_their_tables() {
         binlog_section("")
     );
     let w = Weiche::start_config(&config);
-    let mut root = Conn::new(
-        OptsBuilder::default()
-            .ip_or_hostname(common::host_port(&primary()).0)
-            .tcp_port(common::host_port(&primary()).1)
-            .user(Some("root"))
-            .prefer_socket(false),
-    )
-    .await
-    .expect("root on the primary");
+    let mut root = root_on_primary().await;
     // Sandboxes made before the grant was part of scripts/sandbox.
     root.query_drop("GRANT SHOW VIEW ON *.* TO 'monitor'@'%', 'monitor'@'127.0.0.1'")
         .await

@@ -161,6 +161,17 @@ impl ServerConnection {
     }
 
     /// Run one statement and expect OK.
+    /// Run a query of Weiche's own and read its (small) result set.
+    pub async fn rows(&mut self, sql: &[u8]) -> Result<Rows, QueryError> {
+        self.queue_query(sql);
+        self.framed.flush().await?;
+        match self.read_answer().await? {
+            Answer::Rows(r) => Ok(r),
+            Answer::Err(e) => Err(QueryError::Server(e)),
+            Answer::Ok(_) => Err(ProtocolError::Malformed("OK where rows were expected").into()),
+        }
+    }
+
     pub async fn execute(&mut self, sql: &[u8]) -> Result<TrackedOk, QueryError> {
         self.queue_query(sql);
         self.framed.flush().await?;

@@ -6,7 +6,7 @@
 //! which shows the views the account may SHOW VIEW), and `Cache::bump` adds them to every bump:
 //! from the binlog and from writes through Weiche alike.
 
-use super::{cell_at, login, rows, Setup};
+use super::{cell_at, login, Setup};
 use crate::backend::gtid::GtidPos;
 use crate::backend::BackendTable;
 use crate::cache::{Cache, Scope};
@@ -56,12 +56,10 @@ fn closure(edges: &HashMap<Scope, Vec<Scope>>) -> HashMap<Scope, Vec<Scope>> {
 async fn read(address: &str, setup: &Setup) -> Result<HashMap<Scope, Vec<Scope>>, String> {
     let mut conn = login(address, setup).await.map_err(|e| e.to_string())?;
     let mut edges: HashMap<Scope, Vec<Scope>> = HashMap::new();
-    let fks = rows(
-        &mut conn,
-        b"SELECT REF_NAME, FOR_NAME, TYPE FROM information_schema.INNODB_SYS_FOREIGN",
-    )
-    .await
-    .map_err(|e| format!("foreign keys: {e}"))?;
+    let fks = conn
+        .rows(b"SELECT REF_NAME, FOR_NAME, TYPE FROM information_schema.INNODB_SYS_FOREIGN")
+        .await
+        .map_err(|e| format!("foreign keys: {e}"))?;
     for row in 0..fks.rows.len() {
         let kind: u64 = cell_at(&fks, row, 2).parse().unwrap_or(CHANGES_CHILD);
         if kind & CHANGES_CHILD == 0 {
@@ -72,12 +70,10 @@ async fn read(address: &str, setup: &Setup) -> Result<HashMap<Scope, Vec<Scope>>
             edges.entry(parent).or_default().push(child);
         }
     }
-    let views = rows(
-        &mut conn,
-        b"SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS",
-    )
-    .await
-    .map_err(|e| format!("views: {e}"))?;
+    let views = conn
+        .rows(b"SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS")
+        .await
+        .map_err(|e| format!("views: {e}"))?;
     for row in 0..views.rows.len() {
         let db = cell_at(&views, row, 0).to_ascii_lowercase();
         let view = Scope::Table(

@@ -165,16 +165,6 @@ async fn login(address: &str, setup: &Setup) -> Result<ServerConnection, Backend
     ServerConnection::connect(address, &params).await
 }
 
-async fn rows(conn: &mut ServerConnection, sql: &[u8]) -> Result<Rows, QueryError> {
-    conn.queue_query(sql);
-    conn.framed.flush().await?;
-    match conn.read_answer().await? {
-        Answer::Rows(r) => Ok(r),
-        Answer::Err(e) => Err(QueryError::Server(e)),
-        Answer::Ok(_) => Err(ProtocolError::Malformed("OK where rows were expected").into()),
-    }
-}
-
 fn cell(r: &Rows, col: usize) -> String {
     cell_at(r, 0, col)
 }
@@ -220,7 +210,7 @@ async fn check(backends: Arc<BackendTable>, setup: Setup, tx: mpsc::Sender<Sampl
         // Taken before asking: every commit before this moment is in the answer.
         let read_at = Instant::now();
         let answer =
-            tokio::time::timeout(setup.timeout, rows(c, b"SELECT @@global.gtid_binlog_pos")).await;
+            tokio::time::timeout(setup.timeout, c.rows(b"SELECT @@global.gtid_binlog_pos")).await;
         match answer {
             Ok(Ok(r)) => match GtidPos::parse(&cell(&r, 0)) {
                 Some(pos) => {
@@ -400,11 +390,9 @@ impl Follower {
     /// One connection's stream, until it breaks.
     async fn stream(&mut self, address: &str) -> Result<(), Broken> {
         let mut conn = login(address, &self.setup).await?;
-        let info = rows(
-            &mut conn,
-            b"SELECT @@global.gtid_binlog_pos, @@global.binlog_format",
-        )
-        .await?;
+        let info = conn
+            .rows(b"SELECT @@global.gtid_binlog_pos, @@global.binlog_format")
+            .await?;
         let current = GtidPos::parse(&cell(&info, 0)).ok_or(Broken::Unexpected(
             "@@gtid_binlog_pos is not a GTID position",
         ))?;
