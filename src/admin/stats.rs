@@ -61,6 +61,17 @@ pub fn cache(shared: &Shared) -> Vec<BytesMut> {
 /// SHOW QUERY DIGESTS: per digest, by total time.
 pub fn digests(shared: &Shared) -> Vec<BytesMut> {
     let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
+    // Which digests the cache holds: auto mode's by name; a rule's or hint's by its hits.
+    let cached = |d: &crate::metrics::DigestRow| {
+        let auto = shared.cache.as_ref().and_then(|c| c.auto.digest(d.hash));
+        match auto {
+            Some(a) if a.too_large => "auto: results too large",
+            Some(_) => "auto",
+            None if d.routes[RouteLabel::Cache as usize] > 0 => "rule or hint",
+            None => "",
+        }
+        .to_string()
+    };
     let rows = shared
         .metrics
         .digests
@@ -70,6 +81,7 @@ pub fn digests(shared: &Shared) -> Vec<BytesMut> {
             let share = |r: RouteLabel| {
                 format!("{:.3}", d.routes[r as usize] as f64 / d.count.max(1) as f64)
             };
+            let (cached, saved) = (cached(&d), ms(d.saved_micros()));
             vec![
                 Some(d.digest),
                 Some(d.count.to_string()),
@@ -81,6 +93,8 @@ pub fn digests(shared: &Shared) -> Vec<BytesMut> {
                 Some(share(RouteLabel::Primary)),
                 Some(share(RouteLabel::Replica)),
                 Some(share(RouteLabel::Cache)),
+                Some(cached),
+                Some(saved),
             ]
         })
         .collect();
@@ -96,6 +110,8 @@ pub fn digests(shared: &Shared) -> Vec<BytesMut> {
             "primary_share",
             "replica_share",
             "cache_share",
+            "cached",
+            "saved_ms",
         ],
         rows,
     )

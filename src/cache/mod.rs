@@ -6,12 +6,14 @@
 //! into its key, so that one round trip fetches both. The session decides what to cache (`policy`), builds the key (`key`) and relays; this
 //! module keeps entries and generations and counts what happens.
 
+pub mod auto;
 pub mod binlog;
 mod embedded;
 mod entry;
 mod key;
 pub mod memcached;
 pub mod policy;
+mod report;
 
 pub use key::{Key, KeyInput};
 pub use policy::{decide, Asker, Plan, Verdict};
@@ -156,6 +158,8 @@ pub struct Cache {
     /// What else changes when a table does: foreign-key cascades and views (read from the
     /// primary with cache.binlog; see `binlog::catalog`).
     dependents: std::sync::RwLock<std::collections::HashMap<Scope, Vec<Scope>>>,
+    /// Auto mode's admission and its cached digests.
+    pub auto: auto::Admission,
 }
 
 impl Cache {
@@ -200,6 +204,7 @@ impl Cache {
                 .as_ref()
                 .map(|b| std::sync::Arc::new(binlog::Tail::new(b.max_lag))),
             dependents: Default::default(),
+            auto: auto::Admission::default(),
         })
     }
 
@@ -244,18 +249,25 @@ impl Cache {
         match found {
             Some(Some((rows, v))) => {
                 Stats::count(&self.stats.hits);
-                self.stats.count_rule(plan.rule, true);
+                self.count_plan(plan, true);
                 Lookup::Hit(rows, v)
             }
             Some(None) => {
                 Stats::count(&self.stats.misses);
-                self.stats.count_rule(plan.rule, false);
+                self.count_plan(plan, false);
                 Lookup::Miss(key, gens)
             }
             None => {
                 Stats::count(&self.stats.bypassed);
                 Lookup::Bypass
             }
+        }
+    }
+
+    fn count_plan(&self, plan: &Plan, hit: bool) {
+        match plan.auto {
+            Some(digest) => self.auto.count(digest, hit),
+            None => self.stats.count_rule(plan.rule, hit),
         }
     }
 
@@ -466,97 +478,6 @@ impl Cache {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *r = (0..=rules).map(|_| RuleStats::default()).collect();
-    }
-
-    /// (name, value) lines for SHOW CACHE; `config` names the rules.
-    pub fn describe(&self, config: &Caching) -> Vec<(String, String)> {
-        let s = &self.stats;
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        let hits = s.hits.load(Ordering::Relaxed);
-        let misses = s.misses.load(Ordering::Relaxed);
-        let ratio = if hits + misses == 0 {
-            0.0
-        } else {
-            hits as f64 / (hits + misses) as f64
-        };
-        let mut out = vec![
-            ("store".to_string(), self.store_name().to_string()),
-            ("hits".into(), get(&s.hits)),
-            ("misses".into(), get(&s.misses)),
-            ("hit_ratio".into(), format!("{ratio:.3}")),
-            ("stores".into(), get(&s.stores)),
-            ("stored_bytes".into(), get(&s.stored_bytes)),
-            ("not_stored".into(), get(&s.not_stored)),
-            ("bypassed".into(), get(&s.bypassed)),
-            ("refused".into(), get(&s.refused)),
-            ("generation_bumps".into(), get(&s.bumps)),
-            ("rejected".into(), get(&s.rejected)),
-        ];
-        match &self.store {
-            Store::Embedded(e) => {
-                let (n, bytes, cap, evicted) = e.usage();
-                out.push(("entries".into(), n.to_string()));
-                out.push(("bytes".into(), bytes.to_string()));
-                out.push(("capacity_bytes".into(), cap.to_string()));
-                out.push(("evictions".into(), evicted.to_string()));
-            }
-            Store::Memcached(c) => {
-                out.push(("errors".into(), get(&c.errors)));
-                for (addr, up) in c.nodes() {
-                    out.push((
-                        format!("node {addr}"),
-                        if up { "up" } else { "down" }.into(),
-                    ));
-                }
-            }
-        }
-        if let Some(t) = &self.tail {
-            out.extend(t.describe());
-            let n = self
-                .dependents
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .len();
-            out.push(("binlog_tables_with_dependents".into(), n.to_string()));
-        }
-        let rules = s
-            .rules
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (i, r) in rules.iter().enumerate() {
-            let name = config
-                .rules
-                .get(i)
-                .map_or("hints".to_string(), |r| r.name.clone());
-            out.push((
-                name,
-                format!("{} hits, {} misses", get(&r.hits), get(&r.misses)),
-            ));
-        }
-        out
-    }
-
-    /// (counter name, value) for /metrics.
-    pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        let s = &self.stats;
-        let mut v = vec![
-            ("hits", s.hits.load(Ordering::Relaxed)),
-            ("misses", s.misses.load(Ordering::Relaxed)),
-            ("stores", s.stores.load(Ordering::Relaxed)),
-            ("not_stored", s.not_stored.load(Ordering::Relaxed)),
-            ("bypassed", s.bypassed.load(Ordering::Relaxed)),
-            ("refused", s.refused.load(Ordering::Relaxed)),
-            ("generation_bumps", s.bumps.load(Ordering::Relaxed)),
-            ("rejected", s.rejected.load(Ordering::Relaxed)),
-        ];
-        match &self.store {
-            Store::Embedded(e) => v.push(("evictions", e.usage().3)),
-            Store::Memcached(c) => v.push(("store_errors", c.errors.load(Ordering::Relaxed))),
-        }
-        if let Some(t) = &self.tail {
-            v.extend(t.counters());
-        }
-        v
     }
 }
 

@@ -1,6 +1,7 @@
 //! Which statements are cached, for how long, and why not: a statement is cached when a
-//! `/* weiche:cache ttl=N */` hint or a `[[cache.rules]]` entry asks for it and it is a plain,
-//! deterministic SELECT whose tables Weiche can name. Every refusal has a reason (EXPLAIN ROUTE).
+//! `/* weiche:cache ttl=N */` hint or a `[[cache.rules]]` entry asks for it (or, in auto mode,
+//! when nothing says no) and it is a plain, deterministic SELECT whose tables Weiche can name.
+//! Every refusal has a reason (EXPLAIN ROUTE). Auto mode's admission by digest is `auto`'s.
 
 use super::Scope;
 use crate::config::Caching;
@@ -16,6 +17,9 @@ pub enum Verdict {
     NotAsked,
     /// Asked for, but it must not be cached.
     Refused(Cow<'static, str>),
+    /// Auto mode looked at it, but it cannot be cached (not counted as a refusal: nobody
+    /// asked).
+    Skipped(Cow<'static, str>),
     Cacheable(Plan),
 }
 
@@ -25,8 +29,10 @@ pub struct Plan {
     pub ttl: Duration,
     /// Whose generations the key carries.
     pub scopes: Vec<Scope>,
-    /// The rule that asked (an index into cache.rules), or None for a hint.
+    /// The rule that asked (an index into cache.rules), or None for a hint or auto mode.
     pub rule: Option<usize>,
+    /// Auto mode's plan: the statement's digest hash, for admission (None: a hint or rule).
+    pub auto: Option<u64>,
     /// The statement as the key sees it: its tokens without comments.
     pub statement: Vec<u8>,
 }
@@ -34,9 +40,10 @@ pub struct Plan {
 impl Plan {
     /// "ttl 60 s, cache rule 2" for EXPLAIN ROUTE.
     pub fn describe(&self, config: &Caching) -> String {
-        let by = match self.rule {
-            Some(i) => config.rules[i].name.clone(),
-            None => "hint".into(),
+        let by = match (self.rule, self.auto) {
+            (Some(i), _) => config.rules[i].name.clone(),
+            (None, Some(_)) => "auto mode".into(),
+            (None, None) => "hint".into(),
         };
         format!("ttl {} s, {by}", self.ttl.as_secs_f64())
     }
@@ -218,7 +225,8 @@ fn scopes(tables: &[TableName], schema: Option<&[u8]>) -> Result<Vec<Scope>, &'s
 /// Whether a hint or rule could ask for this statement at all: the cheap test every statement
 /// passes through (no lexing), so that statements the cache has nothing to do with cost nothing.
 pub fn may_ask(config: &Caching, sql: &[u8]) -> bool {
-    config.enabled && (!config.rules.is_empty() || find(sql, b"weiche:").is_some())
+    config.enabled
+        && (config.auto.is_some() || !config.rules.is_empty() || find(sql, b"weiche:").is_some())
 }
 
 /// Who asks, for rules.
@@ -235,7 +243,7 @@ pub fn decide(config: &Caching, sql: &[u8], asker: Asker<'_>) -> Verdict {
     }
     let tokens = tokenize(sql);
     let hint = hint(sql, &tokens);
-    if hint.is_none() && config.rules.is_empty() {
+    if hint.is_none() && config.rules.is_empty() && config.auto.is_none() {
         return Verdict::NotAsked;
     }
     if hint == Some(Hint::NoCache) {
@@ -278,21 +286,36 @@ pub fn decide(config: &Caching, sql: &[u8], asker: Asker<'_>) -> Verdict {
             None => config.default_ttl,
         },
         (_, Some(i)) => config.rules[i].ttl,
-        _ => return Verdict::NotAsked,
+        _ => match &config.auto {
+            Some(a) => a.ttl,
+            None => return Verdict::NotAsked,
+        },
+    };
+    let auto = hint.is_none() && rule.is_none();
+    let no = |why: &'static str| {
+        if auto {
+            Verdict::Skipped(why.into())
+        } else {
+            Verdict::Refused(why.into())
+        }
     };
     if multi {
-        return Verdict::Refused("a multi-statement".into());
+        return no("a multi-statement");
     }
     if let Some(why) = volatile(sql, &toks) {
-        return Verdict::Refused(why.into());
+        return no(why);
     }
     let tables = match tables {
         Ok(t) => t,
-        Err(why) => return Verdict::Refused(why.into()),
+        Err(why) => return no(why),
     };
+    // A statement that reads no table (SELECT 1: a health check) is only cached when asked.
+    if auto && tables.is_empty() {
+        return no("it reads no table");
+    }
     let scopes = match scopes(&tables, asker.schema) {
         Ok(s) => s,
-        Err(why) => return Verdict::Refused(why.into()),
+        Err(why) => return no(why),
     };
     Verdict::Cacheable(Plan {
         ttl,
@@ -303,6 +326,7 @@ pub fn decide(config: &Caching, sql: &[u8], asker: Asker<'_>) -> Verdict {
             rule
         },
         statement: statement(sql, &tokens),
+        auto: auto.then(|| crate::sql::digest::digest_hash_of(sql, &tokens)),
     })
 }
 

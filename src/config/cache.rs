@@ -31,6 +31,11 @@ pub struct FileCache {
     pub secret: Option<String>,
     /// `[cache.binlog]`: invalidation from the primary's binary log.
     pub binlog: Option<FileBinlog>,
+    /// "hints" (default): only hints and rules ask for caching; "auto": every cacheable read
+    /// whose digest is seen often enough, too (needs `[cache.binlog]`).
+    pub mode: Option<String>,
+    /// `[cache.auto]`: what auto mode caches.
+    pub auto: Option<FileAuto>,
     #[serde(default)]
     pub rules: Vec<FileCacheRule>,
 }
@@ -51,6 +56,19 @@ pub struct FileBinlog {
     pub check_interval: Option<f64>,
     /// Seconds after a commit arrives that its tables are bumped again (default 0.1).
     pub settle: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuto {
+    /// Times a digest is seen before its results are cached (default 3).
+    pub min_seen: Option<u32>,
+    /// Results larger than this many bytes are not cached by auto mode (default 65536).
+    pub max_result_size: Option<usize>,
+    /// Seconds an auto-cached result lives (default 300).
+    pub ttl: Option<f64>,
+    /// Digests auto mode caches at once, at most (default 1000).
+    pub max_digests: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,7 +133,65 @@ pub struct Caching {
     pub secret: Option<CacheSecret>,
     /// Invalidation from the primary's binlog (None: only writes through Weiche invalidate).
     pub binlog: Option<Binlog>,
+    /// `mode = "auto"`: reads are cached without hints (None: hints and rules only).
+    pub auto: Option<Auto>,
     pub rules: Vec<CacheRule>,
+}
+
+/// What auto mode caches: digests seen `min_seen` times, results up to `max_result_size`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auto {
+    pub min_seen: u32,
+    pub max_result_size: usize,
+    pub ttl: Duration,
+    pub max_digests: usize,
+}
+
+fn auto(
+    mode: Option<&str>,
+    f: Option<&FileAuto>,
+    binlog: bool,
+) -> Result<Option<Auto>, ConfigError> {
+    match mode.unwrap_or("hints") {
+        "hints" => return Ok(None),
+        "auto" => {}
+        other => {
+            return Err(invalid(format!(
+                "cache.mode must be \"hints\" or \"auto\", not \"{other}\""
+            )))
+        }
+    }
+    if !binlog {
+        return Err(invalid(
+            "cache.mode = \"auto\" needs [cache.binlog]: without it a write made elsewhere than \
+             through Weiche stays hidden by a hit until the ttl ends",
+        ));
+    }
+    let d = FileAuto::default();
+    let f = f.unwrap_or(&d);
+    let min_seen = f.min_seen.unwrap_or(3);
+    if min_seen == 0 {
+        return Err(invalid("cache.auto.min_seen must be at least 1"));
+    }
+    let max_result_size = f.max_result_size.unwrap_or(64 << 10);
+    if max_result_size == 0 || max_result_size >= 1 << 30 {
+        return Err(invalid(
+            "cache.auto.max_result_size must be between 1 byte and 1 GiB",
+        ));
+    }
+    let max_digests = f.max_digests.unwrap_or(1000);
+    if max_digests == 0 {
+        return Err(invalid("cache.auto.max_digests must be at least 1"));
+    }
+    Ok(Some(Auto {
+        min_seen,
+        max_result_size,
+        ttl: match f.ttl {
+            Some(s) => secs("cache.auto.ttl", s, false)?,
+            None => Duration::from_secs(300),
+        },
+        max_digests,
+    }))
 }
 
 /// How the binlog is followed.
@@ -187,6 +263,7 @@ impl Default for Caching {
             namespace: "weiche".into(),
             secret: None,
             binlog: None,
+            auto: None,
             rules: Vec::new(),
         }
     }
@@ -253,8 +330,18 @@ pub fn caching(f: &FileCache) -> Result<Caching, ConfigError> {
         Some(s) => secs(what, s, false),
         None => Ok(d),
     };
+    let binlog = match &f.binlog {
+        Some(b) => binlog(b)?,
+        None => None,
+    };
+    if f.auto.is_some() && f.mode.as_deref() != Some("auto") {
+        return Err(invalid(
+            "[cache.auto] is there but cache.mode is not \"auto\"",
+        ));
+    }
     Ok(Caching {
         enabled: f.enabled.unwrap_or(true),
+        auto: auto(f.mode.as_deref(), f.auto.as_ref(), binlog.is_some())?,
         store,
         max_result_size,
         default_ttl: or("cache.default_ttl", f.default_ttl, d.default_ttl)?,
@@ -268,10 +355,7 @@ pub fn caching(f: &FileCache) -> Result<Caching, ConfigError> {
             Some(s) => Some(CacheSecret(s.as_bytes().to_vec())),
             None => None,
         },
-        binlog: match &f.binlog {
-            Some(b) => binlog(b)?,
-            None => None,
-        },
+        binlog,
         rules: rules(&f.rules)?,
     })
 }
@@ -345,9 +429,23 @@ mod tests {
             r#"namespace = "a b""#,
             "[[rules]]\nttl = 5",
             "[[rules]]\ntable = \"t\"\nttl = 0",
+            "mode = \"auto\"",
+            "mode = \"often\"\n[binlog]",
+            "[binlog]\n[auto]\nmin_seen = 2",
+            "mode = \"auto\"\n[binlog]\n[auto]\nmin_seen = 0",
         ] {
             let f: FileCache = toml::from_str(bad).unwrap();
             assert!(caching(&f).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn auto_mode_needs_the_binlog() {
+        let f: FileCache =
+            toml::from_str("mode = \"auto\"\n[binlog]\n[auto]\nmin_seen = 5").unwrap();
+        let a = caching(&f).unwrap().auto.unwrap();
+        assert_eq!((a.min_seen, a.max_result_size), (5, 64 << 10));
+        let f: FileCache = toml::from_str("[binlog]").unwrap();
+        assert_eq!(caching(&f).unwrap().auto, None);
     }
 }

@@ -10,7 +10,7 @@ mod monitor;
 mod routing;
 mod tls;
 
-pub use cache::{Binlog, CacheRule, CacheStore, Caching, Server as CacheServer};
+pub use cache::{Auto, Binlog, CacheRule, CacheStore, Caching, Server as CacheServer};
 pub use cli::{Cli, LoadedConfig};
 pub use limits::Limits;
 pub use monitor::Monitoring;

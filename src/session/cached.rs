@@ -10,7 +10,7 @@ use crate::protocol::constants::cap;
 use crate::sql::Effects;
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A miss whose response is to be stored.
 pub(crate) struct Fill {
@@ -19,6 +19,8 @@ pub(crate) struct Fill {
     /// The generations read before the statement ran.
     stamps: Vec<u64>,
     ttl: Duration,
+    /// Auto mode's digest, and when the statement was sent (the database time a hit saves).
+    auto: Option<(u64, Instant)>,
 }
 
 /// What the cache step before routing came to.
@@ -39,13 +41,19 @@ impl Session {
             user: &self.user,
             schema: self.state.schema.as_deref(),
         };
+        let no = |plan: &Plan, why: std::borrow::Cow<'static, str>| match plan.auto {
+            Some(_) => Verdict::Skipped(why),
+            None => Verdict::Refused(why),
+        };
         match cache::decide(&self.config.cache, sql, asker) {
-            Verdict::Cacheable(_) if self.pinned() => {
-                Verdict::Refused(format!("the session is pinned ({})", self.pin_reasons()).into())
-            }
-            Verdict::Cacheable(_) if self.autocommit_off() => {
-                Verdict::Refused("autocommit is off: every statement is in a transaction".into())
-            }
+            Verdict::Cacheable(p) if self.pinned() => no(
+                &p,
+                format!("the session is pinned ({})", self.pin_reasons()).into(),
+            ),
+            Verdict::Cacheable(p) if self.autocommit_off() => no(
+                &p,
+                "autocommit is off: every statement is in a transaction".into(),
+            ),
             v => v,
         }
     }
@@ -95,8 +103,16 @@ impl Session {
                 cache.refused();
                 return Ok(Step::Run(None));
             }
-            Verdict::NotAsked => return Ok(Step::Run(None)),
+            Verdict::NotAsked | Verdict::Skipped(_) => return Ok(Step::Run(None)),
         };
+        if let (Some(digest), Some(auto)) = (plan.auto, &self.config.cache.auto) {
+            let admit = cache
+                .auto
+                .admit(digest, auto, || crate::sql::digest::digest(sql));
+            if admit != cache::auto::Admit::Cached {
+                return Ok(Step::Run(None));
+            }
+        }
         let params = match params {
             Some(p) => [&b"\x01execute"[..], p].concat(),
             None => Vec::new(),
@@ -113,12 +129,21 @@ impl Session {
                 Ok(Step::Answered)
             }
             Lookup::Miss(key, stamps) => {
-                self.tap = Some(Tap::new(self.config.cache.max_result_size));
+                let mut limit = self.config.cache.max_result_size;
+                if let (Some(_), Some(auto)) = (plan.auto, &self.config.cache.auto) {
+                    // A key missed only once is not stored: one-off queries evict nothing.
+                    if !cache.auto.store_miss(key.0) {
+                        return Ok(Step::Run(None));
+                    }
+                    limit = limit.min(auto.max_result_size);
+                }
+                self.tap = Some(Tap::new(limit));
                 Ok(Step::Run(Some(Fill {
                     ttl: plan.ttl,
                     cache,
                     key,
                     stamps,
+                    auto: plan.auto.map(|d| (d, Instant::now())),
                 })))
             }
             Lookup::Bypass => Ok(Step::Run(None)),
@@ -133,7 +158,13 @@ impl Session {
         match self.cache_verdict(sql) {
             Verdict::NotAsked => "not cached: no hint or cache rule asks for it".into(),
             Verdict::Refused(why) => format!("not cached: {why}"),
+            Verdict::Skipped(why) => format!("not cached (auto mode): {why}"),
             Verdict::Cacheable(plan) => {
+                if let (Some(d), Some(auto)) = (plan.auto, &self.config.cache.auto) {
+                    if let Some(why) = cache.auto.explain(d, auto) {
+                        return format!("not cached (auto mode): {why}");
+                    }
+                }
                 let key = self.cache_key(&plan, &[]);
                 match cache.lookup(&plan, key, false).await {
                     Lookup::Hit(..) => format!("cache hit ({})", plan.describe(&self.config.cache)),
@@ -164,11 +195,21 @@ impl Session {
         match tap {
             Some(t) if clean && !t.overflow && !t.bytes.is_empty() => {
                 let rows = self.outcome.rows;
+                if let Some((digest, sent)) = fill.auto {
+                    let micros = sent.elapsed().as_micros().min(u64::MAX as u128) as u64;
+                    fill.cache.auto.stored(digest, micros);
+                }
                 fill.cache
                     .put(fill.key, &fill.stamps, rows, &t.bytes, fill.ttl)
                     .await;
             }
-            _ => fill.cache.not_stored(),
+            Some(t) => {
+                if let (true, Some((digest, _))) = (t.overflow, fill.auto) {
+                    fill.cache.auto.too_large(digest);
+                }
+                fill.cache.not_stored();
+            }
+            None => fill.cache.not_stored(),
         }
     }
 

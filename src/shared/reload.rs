@@ -96,8 +96,8 @@ impl Shared {
         note(differs(&old.pool, &new.pool), "pooling", false);
         let cache_policy = |c: &crate::config::Caching| {
             format!(
-                "{} {:?} {} {:?}",
-                c.enabled, c.rules, c.max_result_size, c.default_ttl
+                "{} {:?} {} {:?} {:?}",
+                c.enabled, c.rules, c.max_result_size, c.default_ttl, c.auto
             )
         };
         note(
@@ -183,6 +183,13 @@ impl Shared {
                 secret: old.cache.secret.clone(),
                 timeout: old.cache.timeout,
                 retry_after: old.cache.retry_after,
+                binlog: old.cache.binlog.clone(),
+                // Auto mode needs the binlog follower, which only a restart starts.
+                auto: new
+                    .cache
+                    .auto
+                    .clone()
+                    .filter(|_| old.cache.binlog.is_some()),
                 ..new.cache.clone()
             },
             ..new

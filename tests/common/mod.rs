@@ -2,6 +2,7 @@
 //! sandbox's defaults), and a Weiche process started from the freshly built binary.
 #![allow(dead_code)]
 
+pub mod binlog;
 pub mod memcached;
 pub mod raw;
 pub mod topology;

@@ -1,0 +1,179 @@
+//! `[cache] mode = "auto"` against the sandbox: the reads an application repeats are cached
+//! without a hint, a burst of one-off queries (new literals of a cached digest, new digests)
+//! stores nothing and evicts none of the hot set, writes beside Weiche still reach the reads,
+//! and SHOW QUERY DIGESTS says which digests are cached and what they saved.
+
+mod common;
+
+use common::binlog::*;
+use common::{table, Weiche};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use std::collections::HashMap;
+
+/// SHOW CACHE's counter `name` as a number.
+async fn counter(admin: &mut Conn, name: &str) -> u64 {
+    let v = show_cache(admin, name).await;
+    v.parse()
+        .unwrap_or_else(|_| panic!("SHOW CACHE {name} = {v} is not a number"))
+}
+
+/// Read `v` of each id through Weiche, checking every answer.
+async fn read(c: &mut Conn, t: &str, ids: impl Iterator<Item = u32>) {
+    for id in ids {
+        let v: String = c
+            .query_first(format!("SELECT v FROM {t} WHERE id = {id}"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no row {id}"));
+        assert_eq!(v, format!("row-{id}"));
+    }
+}
+
+/// Wait until both replicas have what the primary has now (reads go to them).
+async fn replicas_caught_up(primary: &mut Conn) {
+    let pos: String = primary
+        .query_first("SELECT @@global.gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    for r in common::replicas() {
+        let (host, port) = common::host_port(&r);
+        let mut c = Conn::new(
+            mysql_async::OptsBuilder::default()
+                .ip_or_hostname(host)
+                .tcp_port(port)
+                .user(Some("root"))
+                .prefer_socket(false),
+        )
+        .await
+        .expect("root on a replica");
+        let waited: i64 = c
+            .exec_first("SELECT MASTER_GTID_WAIT(?, 30)", (&pos,))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(waited, 0, "replica {r} did not reach {pos}");
+    }
+}
+
+/// SHOW QUERY DIGESTS' row of the digest that starts with `prefix`, by column name.
+async fn digest_row(admin: &mut Conn, prefix: &str) -> HashMap<String, String> {
+    let rows: Vec<mysql_async::Row> = admin.query("SHOW QUERY DIGESTS").await.unwrap();
+    for row in rows {
+        let cols: Vec<String> = row
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        let vals: Vec<Option<String>> = (0..cols.len()).map(|i| row.get(i).flatten()).collect();
+        let map: HashMap<String, String> = cols
+            .into_iter()
+            .zip(vals.into_iter().map(Option::unwrap_or_default))
+            .collect();
+        if map["digest"].starts_with(prefix) {
+            return map;
+        }
+    }
+    panic!("no digest starting with {prefix}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_keeps_the_hot_set_through_a_burst_of_one_off_queries() {
+    let t = table("auto");
+    // The smallest embedded store (1 MiB): the burst below would fill it several times over.
+    let config = format!(
+        "{ADMIN}\n[cache]\nmode = \"auto\"\nmemory = 1048576\n[cache.auto]\nmin_seen = 3\n\n{}",
+        binlog_section("")
+    );
+    let w = Weiche::start_config(&config);
+    let mut root = root_on_primary().await;
+    root.query_drop(format!(
+        "USE weiche; CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(40) NOT NULL); \
+         INSERT INTO {t} SELECT seq, CONCAT('row-', seq) FROM seq_1_to_20000"
+    ))
+    .await
+    .unwrap();
+    let mut admins = [admin(&w).await];
+    replicas_caught_up(&mut root).await;
+    caught_up(&mut root, &mut admins).await;
+    let [mut a] = admins;
+    let mut c = Conn::new(common::opts(&w.addr())).await.expect("connect");
+
+    // The hot set: 100 rows read over and over. The digest is admitted at its third sighting,
+    // each key stored at its second miss.
+    const HOT: u32 = 100;
+    for _ in 0..5 {
+        read(&mut c, &t, 1..=HOT).await;
+    }
+    let hits = counter(&mut a, "hits").await;
+    read(&mut c, &t, 1..=HOT).await;
+    assert_eq!(
+        counter(&mut a, "hits").await - hits,
+        u64::from(HOT),
+        "the hot set is not served from the cache"
+    );
+
+    // The burst: 10,000 rows read once each (one digest, new literals) and 1,000 new digests.
+    let (stores, first) = (
+        counter(&mut a, "stores").await,
+        counter(&mut a, "auto_first_misses_not_stored").await,
+    );
+    read(&mut c, &t, 5_001..=15_000).await;
+    for i in 0..1_000 {
+        let v: String = c
+            .query_first(format!("SELECT v AS c{i} FROM {t} WHERE id = 7"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, "row-7");
+    }
+    assert_eq!(
+        counter(&mut a, "stores").await,
+        stores,
+        "one-off queries were stored"
+    );
+    assert_eq!(counter(&mut a, "evictions").await, 0);
+    assert!(counter(&mut a, "auto_first_misses_not_stored").await - first >= 10_000);
+    let hits = counter(&mut a, "hits").await;
+    read(&mut c, &t, 1..=HOT).await;
+    assert_eq!(
+        counter(&mut a, "hits").await - hits,
+        u64::from(HOT),
+        "the burst evicted the hot set"
+    );
+
+    // A write beside Weiche reaches the next read, and the digest is shown as cached.
+    let mut d = Conn::new(direct(&common::primary())).await.expect("direct");
+    d.query_drop(format!("UPDATE {t} SET v = 'changed' WHERE id = 1"))
+        .await
+        .unwrap();
+    replicas_caught_up(&mut d).await;
+    caught_up(&mut d, std::slice::from_mut(&mut a)).await;
+    for _ in 0..3 {
+        let v: String = c
+            .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, "changed");
+    }
+    for _ in 0..5 {
+        let one: u32 = c.query_first("SELECT 1").await.unwrap().unwrap();
+        assert_eq!(one, 1);
+    }
+    let hot = digest_row(&mut a, &format!("SELECT v FROM {t} WHERE id = ?")).await;
+    println!("hot digest: {hot:?}");
+    assert_eq!(hot["cached"], "auto");
+    assert!(hot["cache_share"].parse::<f64>().unwrap() > 0.0);
+    assert!(hot["saved_ms"].parse::<f64>().unwrap() > 0.0);
+    let plain = digest_row(&mut a, "SELECT ?").await;
+    assert_eq!(
+        plain["cached"], "",
+        "a read of no table is not cached: {plain:?}"
+    );
+    let line = show_cache(&mut a, &format!("auto SELECT v FROM {t} WHERE id = ?")).await;
+    println!("SHOW CACHE: {line}");
+    assert!(line.contains("hits"), "{line}");
+    root.query_drop(format!("DROP TABLE weiche.{t}")).await.ok();
+}
