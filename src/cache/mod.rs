@@ -216,7 +216,7 @@ impl Cache {
     }
 
     /// Look a planned statement up: the generations of what it reads and the entry, asked
-    /// together (one round trip to each memcached node involved). The entry is a hit only if it
+    /// together (one round trip, to the entry's memcached node). The entry is a hit only if it
     /// was stamped with exactly the current generations. `count`: a real lookup (EXPLAIN
     /// ROUTE's are not counted).
     pub async fn lookup(&self, plan: &Plan, key: Key, count: bool) -> Lookup {
@@ -271,8 +271,8 @@ impl Cache {
         }
     }
 
-    /// The generation counters and the entry from memcached, in one batch per node. None for
-    /// what an unreachable node holds.
+    /// The generation counters and the entry from memcached, in one batch to the entry's node
+    /// (every node keeps every counter: see `bump`). None for what an unreachable node holds.
     async fn ask_memcached(
         &self,
         c: &Cluster,
@@ -280,30 +280,23 @@ impl Cache {
         key: Key,
     ) -> (Option<Vec<u64>>, Option<Option<Bytes>>) {
         let ns = &self.config.namespace;
-        let mut b = Batcher::default();
-        let at: Vec<(usize, usize)> = plan
-            .scopes
-            .iter()
-            .map(|s| {
-                let k = s.key(ns);
-                b.add(c.node_for(&k), |out| {
-                    memcached::counter(out, &k, memcached::now_micros(), 0)
-                })
-            })
-            .collect();
         let text = key.text(ns);
-        let value_at = b.add(c.node_for(&text), |out| memcached::get(out, &text));
-        let replies = c.run(b.batches).await;
-        let reply = |(b, i): (usize, usize)| replies[b].as_ref().map(|r| &r[i]);
-        let gens: Option<Vec<u64>> = at
-            .into_iter()
-            .map(|a| reply(a).and_then(memcached::counter_value))
-            .collect();
-        let value = reply(value_at).map(|r| match r {
-            memcached::McReply::Value(v) => Some(v.clone()),
+        let node = c.node_for(&text);
+        let mut batch = Batch::default();
+        for s in &plan.scopes {
+            memcached::counter(&mut batch.requests, &s.key(ns), memcached::now_micros(), 0);
+        }
+        memcached::get(&mut batch.requests, &text);
+        batch.count = plan.scopes.len() + 1;
+        let Some(mut replies) = c.run(vec![(node, batch)]).await.pop().flatten() else {
+            return (None, None);
+        };
+        let value = match replies.pop() {
+            Some(memcached::McReply::Value(v)) => Some(v),
             _ => None,
-        });
-        (gens, value)
+        };
+        let gens: Option<Vec<u64>> = replies.iter().map(memcached::counter_value).collect();
+        (gens, Some(value))
     }
 
     /// (rows, result) of a stored value, if it is stamped with `gens`; from memcached only if
@@ -344,14 +337,13 @@ impl Cache {
             Store::Memcached(c) => {
                 let text = key.text(&self.config.namespace);
                 let value = self.sealer.seal(text.as_bytes(), value);
-                let mut b = Batcher::default();
+                let mut b = Batch::default();
                 // memcached counts whole seconds.
                 let secs = ttl.as_secs_f64().ceil().max(1.0) as u64;
-                b.add(c.node_for(&text), |out| {
-                    memcached::set(out, &text, &value, secs)
-                });
+                memcached::set(&mut b.requests, &text, &value, secs);
+                b.count = 1;
                 matches!(
-                    c.run(b.batches).await.pop().flatten(),
+                    c.run(vec![(c.node_for(&text), b)]).await.pop().flatten(),
                     Some(r) if r.first() == Some(&memcached::McReply::Done)
                 )
             }
@@ -432,25 +424,28 @@ impl Cache {
         match &self.store {
             Store::Embedded(e) => e.bump(scopes),
             Store::Memcached(c) => {
+                // Every node keeps every generation, so that a lookup asks the entry's node
+                // alone: one round trip. A bump goes to all of them (writes are the rarer).
                 let ns = &self.config.namespace;
-                let mut b = Batcher::default();
-                let keys: Vec<(String, usize, (usize, usize))> = scopes
-                    .iter()
-                    .map(|s| {
-                        let k = s.key(ns);
-                        let node = c.node_for(&k);
-                        let at = b.add(node, |out| {
-                            memcached::counter(out, &k, memcached::now_micros(), 1)
-                        });
-                        (k, node, at)
+                let keys: Vec<String> = scopes.iter().map(|s| s.key(ns)).collect();
+                let batches: Vec<(usize, Batch)> = (0..c.len())
+                    .map(|node| {
+                        let mut b = Batch::default();
+                        for k in &keys {
+                            memcached::counter(&mut b.requests, k, memcached::now_micros(), 1);
+                        }
+                        b.count = keys.len();
+                        (node, b)
                     })
                     .collect();
-                let replies = c.run(b.batches).await;
-                for (key, node, (batch, _)) in keys {
-                    if replies[batch].is_none() {
-                        // Its node is away: nobody reads this generation until it is back,
-                        // and then the bump is replayed first.
-                        c.defer_bump(node, key);
+                let replies = c.run(batches).await;
+                for (node, r) in replies.iter().enumerate() {
+                    if r.is_none() {
+                        // The node is away: nobody reads its generations until it is back,
+                        // and then the bumps are replayed first.
+                        for k in &keys {
+                            c.defer_bump(node, k.clone());
+                        }
                     }
                 }
             }
@@ -478,28 +473,5 @@ impl Cache {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *r = (0..=rules).map(|_| RuleStats::default()).collect();
-    }
-}
-
-/// Requests gathered per node, one batch each.
-#[derive(Default)]
-struct Batcher {
-    batches: Vec<(usize, Batch)>,
-}
-
-impl Batcher {
-    /// Add one request for `node`; where its reply will be: (batch index, reply index).
-    fn add(&mut self, node: usize, request: impl FnOnce(&mut Vec<u8>)) -> (usize, usize) {
-        let b = match self.batches.iter().position(|(n, _)| *n == node) {
-            Some(b) => b,
-            None => {
-                self.batches.push((node, Batch::default()));
-                self.batches.len() - 1
-            }
-        };
-        let batch = &mut self.batches[b].1;
-        request(&mut batch.requests);
-        batch.count += 1;
-        (b, batch.count - 1)
     }
 }

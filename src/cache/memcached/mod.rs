@@ -102,6 +102,15 @@ impl Cluster {
         }
     }
 
+    /// How many nodes the ring has.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     pub fn node_for(&self, key: &str) -> usize {
         self.ring.server_for(key.as_bytes())
     }
