@@ -1,5 +1,6 @@
 //! The embedded store: results in this process, bounded in bytes, evicted by quick_cache's
-//! CLOCK-PRO policy; generations in a map beside them. Shared by all workers.
+//! CLOCK-PRO policy; generations in a map beside them. Shared by all workers. It is also the
+//! near cache in front of memcached (its generations unused: memcached's count).
 
 use super::{Key, Scope};
 use bytes::Bytes;
@@ -99,6 +100,10 @@ impl Embedded {
             return None;
         }
         Some(e.bytes)
+    }
+
+    pub fn remove(&self, key: Key) {
+        self.entries.remove(&key.0);
     }
 
     pub fn put(&self, key: Key, bytes: Bytes, ttl: Duration) {

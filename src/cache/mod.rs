@@ -102,6 +102,8 @@ pub struct Stats {
     /// Statements asked for but refused (non-deterministic, in a transaction, ...).
     pub refused: AtomicU64,
     pub bumps: AtomicU64,
+    /// Hits answered from the near cache (memcached's entries kept in process too).
+    pub near_hits: AtomicU64,
     /// memcached entries whose MAC or bytes were wrong: not relayed (forged, or written with
     /// another cache.secret).
     pub rejected: AtomicU64,
@@ -160,6 +162,9 @@ pub struct Cache {
     dependents: std::sync::RwLock<std::collections::HashMap<Scope, Vec<Scope>>>,
     /// Auto mode's admission and its cached digests.
     pub auto: auto::Admission,
+    /// memcached's entries kept in process too (cache.near_memory): a hit then needs only the
+    /// generations from memcached, a read shared with the lookups waiting at the same time.
+    near: Option<embedded::Embedded>,
 }
 
 impl Cache {
@@ -205,6 +210,12 @@ impl Cache {
                 .map(|b| std::sync::Arc::new(binlog::Tail::new(b.max_lag))),
             dependents: Default::default(),
             auto: auto::Admission::default(),
+            near: match config.store {
+                CacheStore::Memcached { .. } if config.near_memory > 0 => {
+                    Some(embedded::Embedded::new(config.near_memory))
+                }
+                _ => None,
+            },
         })
     }
 
@@ -216,9 +227,10 @@ impl Cache {
     }
 
     /// Look a planned statement up: the generations of what it reads and the entry, asked
-    /// together (one round trip, to the entry's memcached node). The entry is a hit only if it
-    /// was stamped with exactly the current generations. `count`: a real lookup (EXPLAIN
-    /// ROUTE's are not counted).
+    /// together (one round trip, to the entry's memcached node; with the near cache holding
+    /// the entry, a generation read shared with the lookups waiting at the same time). The
+    /// entry is a hit only if it was stamped with exactly the current generations. `count`: a
+    /// real lookup (EXPLAIN ROUTE's are not counted).
     pub async fn lookup(&self, plan: &Plan, key: Key, count: bool) -> Lookup {
         if self.tail.as_ref().is_some_and(|t| !t.fresh()) {
             // The binlog is behind or broken: a hit could hide a write made elsewhere.
@@ -228,40 +240,33 @@ impl Cache {
             }
             return Lookup::Bypass;
         }
-        let (gens, value) = match &self.store {
-            Store::Embedded(e) => (Some(e.generations(&plan.scopes)), Some(e.get(key))),
-            Store::Memcached(c) => self.ask_memcached(c, plan, key).await,
+        let found = match &self.store {
+            Store::Embedded(e) => {
+                let gens = e.generations(&plan.scopes);
+                let hit = e.get(key).and_then(|v| entry::unstamp(v, &gens));
+                Some((gens, hit))
+            }
+            Store::Memcached(c) => self.lookup_memcached(c, plan, key).await,
         };
-        let Some(gens) = gens else {
-            if count {
-                Stats::count(&self.stats.bypassed);
-            }
-            return Lookup::Bypass;
+        let lookup = match found {
+            Some((_, Some((rows, v)))) => Lookup::Hit(rows, v),
+            Some((gens, None)) => Lookup::Miss(key, gens),
+            None => Lookup::Bypass,
         };
-        let found = value.map(|v| v.and_then(|v| self.open(&key, v, &gens)));
-        if !count {
-            return match found {
-                Some(Some((rows, v))) => Lookup::Hit(rows, v),
-                Some(None) => Lookup::Miss(key, gens),
-                None => Lookup::Bypass,
-            };
-        }
-        match found {
-            Some(Some((rows, v))) => {
-                Stats::count(&self.stats.hits);
-                self.count_plan(plan, true);
-                Lookup::Hit(rows, v)
-            }
-            Some(None) => {
-                Stats::count(&self.stats.misses);
-                self.count_plan(plan, false);
-                Lookup::Miss(key, gens)
-            }
-            None => {
-                Stats::count(&self.stats.bypassed);
-                Lookup::Bypass
+        if count {
+            match &lookup {
+                Lookup::Hit(..) => {
+                    Stats::count(&self.stats.hits);
+                    self.count_plan(plan, true);
+                }
+                Lookup::Miss(..) => {
+                    Stats::count(&self.stats.misses);
+                    self.count_plan(plan, false);
+                }
+                Lookup::Bypass => Stats::count(&self.stats.bypassed),
             }
         }
+        lookup
     }
 
     fn count_plan(&self, plan: &Plan, hit: bool) {
@@ -271,46 +276,68 @@ impl Cache {
         }
     }
 
-    /// The generation counters and the entry from memcached, in one batch to the entry's node
-    /// (every node keeps every counter: see `bump`). None for what an unreachable node holds.
-    async fn ask_memcached(
+    /// The current generations and the entry if it is stamped with them; None when the
+    /// entry's node cannot be asked.
+    async fn lookup_memcached(
         &self,
         c: &Cluster,
         plan: &Plan,
         key: Key,
-    ) -> (Option<Vec<u64>>, Option<Option<Bytes>>) {
+    ) -> Option<(Vec<u64>, Option<(u64, Bytes)>)> {
+        let ttl = plan.ttl;
         let ns = &self.config.namespace;
         let text = key.text(ns);
         let node = c.node_for(&text);
+        if let Some(near) = self.near.as_ref() {
+            if let Some(v) = near.get(key) {
+                let keys: Vec<String> = plan.scopes.iter().map(|s| s.key(ns)).collect();
+                let gens = c.generations(node, &keys).await?;
+                let hit = entry::unstamp(v, &gens);
+                match hit {
+                    Some(_) => Stats::count(&self.stats.near_hits),
+                    None => near.remove(key),
+                }
+                return Some((gens, hit));
+            }
+        }
         let mut batch = Batch::default();
         for s in &plan.scopes {
             memcached::counter(&mut batch.requests, &s.key(ns), memcached::now_micros(), 0);
         }
         memcached::get(&mut batch.requests, &text);
         batch.count = plan.scopes.len() + 1;
-        let Some(mut replies) = c.run(vec![(node, batch)]).await.pop().flatten() else {
-            return (None, None);
-        };
-        let value = match replies.pop() {
-            Some(memcached::McReply::Value(v)) => Some(v),
+        let mut replies = c.run(vec![(node, batch)]).await.pop().flatten()?;
+        let value = replies.pop();
+        let gens: Vec<u64> = replies
+            .iter()
+            .map(memcached::counter_value)
+            .collect::<Option<_>>()?;
+        let hit = match value {
+            Some(memcached::McReply::Value(v, left)) => {
+                let opened = self.open(&text, v, &gens);
+                if let (Some((stamped, _)), Some(near)) = (&opened, self.near.as_ref()) {
+                    // Kept no longer than memcached keeps it (-1: no expiry there).
+                    let left = match left {
+                        Some(s) if s >= 0 => Duration::from_secs(s as u64),
+                        _ => ttl,
+                    };
+                    near.put(key, stamped.clone(), left.min(ttl));
+                }
+                opened.map(|(_, hit)| hit)
+            }
             _ => None,
         };
-        let gens: Option<Vec<u64>> = replies.iter().map(memcached::counter_value).collect();
-        (gens, Some(value))
+        Some((gens, hit))
     }
 
-    /// (rows, result) of a stored value, if it is stamped with `gens`; from memcached only if
-    /// it is sealed by us for this key and is one whole result.
-    fn open(&self, key: &Key, value: Bytes, gens: &[u64]) -> Option<(u64, Bytes)> {
-        let Store::Memcached(_) = &self.store else {
-            return entry::unstamp(value, gens);
-        };
-        let text = key.text(&self.config.namespace);
+    /// A memcached value: if it is sealed by us for this key, is stamped with `gens` and is one
+    /// whole result, the stamped value and (rows, result).
+    fn open(&self, text: &str, value: Bytes, gens: &[u64]) -> Option<(Bytes, (u64, Bytes))> {
         let checked = self.sealer.open(text.as_bytes(), value).and_then(|v| {
             match entry::unstamp(v.clone(), gens) {
                 // Stale is not forged: a plain miss.
                 None => Some(None),
-                Some((rows, r)) => entry::well_formed(&r).then_some(Some((rows, r))),
+                Some((rows, r)) => entry::well_formed(&r).then_some(Some((v, (rows, r)))),
             }
         });
         match checked {
@@ -329,6 +356,9 @@ impl Cache {
     /// Keep a result, stamped with the generations read before it was made.
     pub async fn put(&self, key: Key, stamps: &[u64], rows: u64, result: &[u8], ttl: Duration) {
         let value = entry::stamp(stamps, rows, result);
+        if let Some(near) = &self.near {
+            near.put(key, Bytes::from(value.clone()), ttl);
+        }
         let stored = match &self.store {
             Store::Embedded(e) => {
                 e.put(key, Bytes::from(value), ttl);

@@ -39,6 +39,16 @@ impl Cache {
             }
             Store::Memcached(c) => {
                 out.push(("errors".into(), get(&c.errors)));
+                if let Some(near) = &self.near {
+                    let (n, bytes, cap, _) = near.usage();
+                    out.push(("near_hits".into(), get(&s.near_hits)));
+                    out.push(("near_entries".into(), n.to_string()));
+                    out.push(("near_bytes".into(), bytes.to_string()));
+                    out.push(("near_capacity_bytes".into(), cap.to_string()));
+                }
+                // Lookups per generation read: how much the near cache's reads are shared.
+                out.push(("generation_reads".into(), get(&c.generation_reads)));
+                out.push(("generation_read_lookups".into(), get(&c.generation_lookups)));
                 for (addr, up) in c.nodes() {
                     out.push((
                         format!("node {addr}"),
@@ -128,7 +138,11 @@ impl Cache {
         ];
         match &self.store {
             Store::Embedded(e) => v.push(("evictions", e.usage().3)),
-            Store::Memcached(c) => v.push(("store_errors", c.errors.load(Ordering::Relaxed))),
+            Store::Memcached(c) => {
+                v.push(("store_errors", c.errors.load(Ordering::Relaxed)));
+                v.push(("near_hits", s.near_hits.load(Ordering::Relaxed)));
+                v.push(("generation_reads", c.generation_reads.load(Ordering::Relaxed)));
+            }
         }
         if let Some(t) = &self.tail {
             v.extend(t.counters());

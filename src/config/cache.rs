@@ -16,6 +16,8 @@ pub struct FileCache {
     pub servers: Option<Vec<String>>,
     /// Bytes the embedded store may hold (default 64 MiB).
     pub memory: Option<u64>,
+    /// Bytes of memcached's entries kept in process too (default 16 MiB; 0: none).
+    pub near_memory: Option<u64>,
     /// Results larger than this many bytes are not cached (default 1 MiB).
     pub max_result_size: Option<usize>,
     /// Seconds a hinted result lives when the hint gives no ttl (default 60).
@@ -131,6 +133,8 @@ pub struct Caching {
     pub retry_after: Duration,
     pub namespace: String,
     pub secret: Option<CacheSecret>,
+    /// The near cache in front of memcached, bytes (0: none).
+    pub near_memory: u64,
     /// Invalidation from the primary's binlog (None: only writes through Weiche invalidate).
     pub binlog: Option<Binlog>,
     /// `mode = "auto"`: reads are cached without hints (None: hints and rules only).
@@ -262,6 +266,7 @@ impl Default for Caching {
             retry_after: Duration::from_secs(1),
             namespace: "weiche".into(),
             secret: None,
+            near_memory: 16 << 20,
             binlog: None,
             auto: None,
             rules: Vec::new(),
@@ -339,7 +344,14 @@ pub fn caching(f: &FileCache) -> Result<Caching, ConfigError> {
             "[cache.auto] is there but cache.mode is not \"auto\"",
         ));
     }
+    let near_memory = f.near_memory.unwrap_or(d.near_memory);
+    if near_memory != 0 && near_memory < 1 << 20 {
+        return Err(invalid(
+            "cache.near_memory must be 0 (none) or at least 1048576 bytes",
+        ));
+    }
     Ok(Caching {
+        near_memory,
         enabled: f.enabled.unwrap_or(true),
         auto: auto(f.mode.as_deref(), f.auto.as_ref(), binlog.is_some())?,
         store,

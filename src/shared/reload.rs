@@ -110,7 +110,8 @@ impl Shared {
                 || old.cache.namespace != new.cache.namespace
                 || old.cache.timeout != new.cache.timeout
                 || old.cache.retry_after != new.cache.retry_after
-                || old.cache.binlog != new.cache.binlog,
+                || old.cache.binlog != new.cache.binlog
+                || old.cache.near_memory != new.cache.near_memory,
             "cache store",
             true,
         );
@@ -183,6 +184,7 @@ impl Shared {
                 secret: old.cache.secret.clone(),
                 timeout: old.cache.timeout,
                 retry_after: old.cache.retry_after,
+                near_memory: old.cache.near_memory,
                 binlog: old.cache.binlog.clone(),
                 // Auto mode needs the binlog follower, which only a restart starts.
                 auto: new

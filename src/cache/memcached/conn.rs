@@ -9,8 +9,9 @@ use tokio::net::TcpStream;
 /// A reply to one meta request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `VA <n>` and its data.
-    Value(Bytes),
+    /// `VA <n>` and its data, with the seconds it has left when asked for (`t`; -1: no
+    /// expiry).
+    Value(Bytes, Option<i64>),
     /// `EN` (miss), `NF` (not found).
     Miss,
     /// `HD` (stored / done).
@@ -78,6 +79,7 @@ impl Conn {
                     .and_then(|n| n.parse().ok())
                     .filter(|&n| n <= self.max_value)
                     .ok_or_else(|| bad(format!("memcached: bad value header '{line}'")))?;
+                let ttl = words.find_map(|w| w.strip_prefix('t')?.parse().ok());
                 while self.rbuf.len() < n + 2 {
                     self.rbuf.reserve(n + 2 - self.rbuf.len());
                     self.fill().await?;
@@ -87,7 +89,7 @@ impl Conn {
                     return Err(bad("memcached: value not followed by CRLF".into()));
                 }
                 self.rbuf.advance(2);
-                Ok(Reply::Value(data))
+                Ok(Reply::Value(data, ttl))
             }
             "EN" | "NF" => Ok(Reply::Miss),
             "HD" => Ok(Reply::Done),
@@ -100,9 +102,9 @@ impl Conn {
     }
 }
 
-/// `mg <key> v`: the value, or a miss.
+/// `mg <key> v t`: the value and the seconds it has left, or a miss.
 pub fn get(out: &mut Vec<u8>, key: &str) {
-    out.extend_from_slice(format!("mg {key} v\r\n").as_bytes());
+    out.extend_from_slice(format!("mg {key} v t\r\n").as_bytes());
 }
 
 /// `ms <key> <len> T<ttl>`: store a value.

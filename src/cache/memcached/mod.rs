@@ -4,6 +4,7 @@
 //! `cache.retry_after`: its keys bypass the cache (the database answers) and no query waits for
 //! it. Generation bumps it missed are replayed before it is used again.
 
+mod coalesce;
 mod conn;
 pub mod ring;
 
@@ -68,6 +69,11 @@ pub struct Cluster {
     retry_after: Duration,
     max_value: usize,
     pub errors: AtomicU64,
+    /// Per node, the lookups waiting for a generation read (`coalesce`).
+    queues: Vec<Mutex<coalesce::Queue>>,
+    /// Generation reads sent, and the lookups they answered.
+    pub generation_reads: AtomicU64,
+    pub generation_lookups: AtomicU64,
 }
 
 /// What one node's batch came to.
@@ -99,6 +105,9 @@ impl Cluster {
             retry_after,
             max_value,
             errors: AtomicU64::new(0),
+            queues: servers.iter().map(|_| Mutex::default()).collect(),
+            generation_reads: AtomicU64::new(0),
+            generation_lookups: AtomicU64::new(0),
         }
     }
 
@@ -303,7 +312,7 @@ pub fn now_micros() -> u64 {
 /// A counter's value from its reply.
 pub fn counter_value(r: &Reply) -> Option<u64> {
     match r {
-        Reply::Value(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
+        Reply::Value(b, _) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
         _ => None,
     }
 }
