@@ -121,7 +121,6 @@ pub fn sql(data: &[u8]) {
     let _ = crate::sql::tables::read_tables(data, &tokens);
     let _ = crate::sql::tables::written(data);
     let _ = crate::sql::kill::parse(data);
-    let _ = crate::cache::policy::statement(data, &tokens);
     let _ = crate::cache::policy::written_scopes(data, Some(b"db"));
     let caching = crate::config::Caching::default();
     let asker = crate::cache::policy::Asker {

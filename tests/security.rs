@@ -432,7 +432,9 @@ async fn entries_forged_in_memcached_are_never_served() {
     let m = common::memcached::Memcached::start();
     let ns = table("forge");
     let w = Weiche::start_config(&format!(
-        "{ADMIN}\n[cache]\nservers = [\"{}\"]\nnamespace = \"{ns}\"\nsecret = \"{ns}-secret-of-the-fleet\"\n",
+        // No near cache: every hit is read back from memcached, where the attacker writes.
+        "{ADMIN}\n[cache]\nservers = [\"{}\"]\nnamespace = \"{ns}\"\nsecret = \"{ns}-secret-of-the-fleet\"\n\
+         near_memory = 0\n",
         m.addr()
     ));
     let t = table("forge_t");

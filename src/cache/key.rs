@@ -1,8 +1,7 @@
 //! Cache keys: a 128-bit hash of everything that makes two answers differ. The user, the
 //! default database, the response format the client asked for, the session variables that
 //! change results (character set, collation, sql_mode, time_zone: all variables the session
-//! changed are taken, to be safe), the statement (its tokens without comments, so its digest and
-//! its literal values) or the bound parameters of a prepared statement. The generations of the
+//! changed are taken, to be safe), the statement's text as sent, and the bound parameters of a prepared statement. The generations of the
 //! tables the statement reads are stamped on the entry rather than hashed into the key, so that
 //! a lookup asks for the generations and the entry in one round trip (see `Cache::lookup`).
 
@@ -32,7 +31,8 @@ pub struct KeyInput<'a> {
     pub shaping: u64,
     pub charset: u8,
     pub vars: &'a BTreeMap<Vec<u8>, Vec<u8>>,
-    /// The normalized statement (see `policy::statement`).
+    /// The statement's text, as sent: comments included, for versioned comments
+    /// (`/*!50000 ... */`) are SQL to the server.
     pub statement: &'a [u8],
     /// A prepared statement's execute parameters (empty for text queries).
     pub params: &'a [u8],

@@ -33,8 +33,6 @@ pub struct Plan {
     pub rule: Option<usize>,
     /// Auto mode's plan: the statement's digest hash, for admission (None: a hint or rule).
     pub auto: Option<u64>,
-    /// The statement as the key sees it: its tokens without comments.
-    pub statement: Vec<u8>,
 }
 
 impl Plan {
@@ -131,16 +129,6 @@ fn hint(sql: &[u8], tokens: &[Token]) -> Option<Hint> {
     None
 }
 
-/// The statement as the key sees it: its tokens without comments, separated by a zero byte.
-pub fn statement(sql: &[u8], tokens: &[Token]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(sql.len());
-    for t in tokens.iter().filter(|t| t.kind != Kind::Comment) {
-        out.extend_from_slice(t.text(sql));
-        out.push(0);
-    }
-    out
-}
-
 /// Why a statement's text rules caching out, if it does.
 fn volatile(sql: &[u8], toks: &[&Token]) -> Option<&'static str> {
     let first = toks.first()?;
@@ -227,6 +215,13 @@ fn scopes(tables: &[TableName], schema: Option<&[u8]>) -> Result<Vec<Scope>, &'s
 pub fn may_ask(config: &Caching, sql: &[u8]) -> bool {
     config.enabled
         && (config.auto.is_some() || !config.rules.is_empty() || find(sql, b"weiche:").is_some())
+}
+
+/// Whether `decide`'s verdict is the same for every statement of one digest, user and default
+/// database (so a session may keep it): not when a hint (a comment, outside the digest) or a
+/// rule's `text` (which sees the literals) has a say.
+pub fn same_for_digest(config: &Caching, sql: &[u8]) -> bool {
+    config.rules.iter().all(|r| r.text.is_none()) && find(sql, b"weiche:").is_none()
 }
 
 /// Who asks, for rules.
@@ -325,7 +320,6 @@ pub fn decide(config: &Caching, sql: &[u8], asker: Asker<'_>) -> Verdict {
         } else {
             rule
         },
-        statement: statement(sql, &tokens),
         auto: auto.then(|| crate::sql::digest::digest_hash_of(sql, &tokens)),
     })
 }

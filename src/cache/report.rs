@@ -141,7 +141,10 @@ impl Cache {
             Store::Memcached(c) => {
                 v.push(("store_errors", c.errors.load(Ordering::Relaxed)));
                 v.push(("near_hits", s.near_hits.load(Ordering::Relaxed)));
-                v.push(("generation_reads", c.generation_reads.load(Ordering::Relaxed)));
+                v.push((
+                    "generation_reads",
+                    c.generation_reads.load(Ordering::Relaxed),
+                ));
             }
         }
         if let Some(t) = &self.tail {

@@ -23,6 +23,20 @@ pub(crate) struct Fill {
     auto: Option<(u64, Instant)>,
 }
 
+/// The cache's verdicts this session has made, by digest: the statements an application sends
+/// over and over need no second lexing for the cache (only where the verdict is the same for
+/// the whole digest: `policy::same_for_digest`). Forgotten when the configuration or the
+/// default database changes.
+#[derive(Debug, Default)]
+pub struct Memo {
+    epoch: u64,
+    schema: Option<Vec<u8>>,
+    verdicts: std::collections::HashMap<u64, Verdict>,
+}
+
+/// Verdicts a session keeps at most (then it starts over).
+const MEMO_SIZE: usize = 256;
+
 /// What the cache step before routing came to.
 pub(crate) enum Step {
     /// The client has its answer.
@@ -41,11 +55,57 @@ impl Session {
             user: &self.user,
             schema: self.state.schema.as_deref(),
         };
+        self.session_verdict(cache::decide(&self.config.cache, sql, asker))
+    }
+
+    /// The same, kept by `digest` (the classifier's) where that is sound.
+    fn cache_verdict_of(&mut self, sql: &[u8], digest: Option<u64>) -> Verdict {
+        let Some(digest) =
+            digest.filter(|_| cache::policy::same_for_digest(&self.config.cache, sql))
+        else {
+            let mut v = self.cache_verdict(sql);
+            // Auto mode knows digests by the classifier's hash, as SHOW QUERY DIGESTS does.
+            if let (Verdict::Cacheable(p), Some(d)) = (&mut v, digest) {
+                p.auto = p.auto.map(|_| d);
+            }
+            return v;
+        };
+        let m = &mut self.cache_memo;
+        if m.epoch != self.config_epoch || m.schema != self.state.schema {
+            m.verdicts.clear();
+            m.epoch = self.config_epoch;
+            m.schema.clone_from(&self.state.schema);
+        }
+        let decided = match m.verdicts.get(&digest) {
+            Some(v) => v.clone(),
+            None => {
+                let asker = Asker {
+                    user: &self.user,
+                    schema: self.state.schema.as_deref(),
+                };
+                let mut v = cache::decide(&self.config.cache, sql, asker);
+                if let Verdict::Cacheable(p) = &mut v {
+                    p.auto = p.auto.map(|_| digest);
+                }
+                let m = &mut self.cache_memo;
+                if m.verdicts.len() >= MEMO_SIZE {
+                    m.verdicts.clear();
+                }
+                m.verdicts.insert(digest, v.clone());
+                v
+            }
+        };
+        self.session_verdict(decided)
+    }
+
+    /// What the session's state makes of a verdict: nothing is cached in a pinned session or
+    /// with autocommit off.
+    fn session_verdict(&self, verdict: Verdict) -> Verdict {
         let no = |plan: &Plan, why: std::borrow::Cow<'static, str>| match plan.auto {
             Some(_) => Verdict::Skipped(why),
             None => Verdict::Refused(why),
         };
-        match cache::decide(&self.config.cache, sql, asker) {
+        match verdict {
             Verdict::Cacheable(p) if self.pinned() => no(
                 &p,
                 format!("the session is pinned ({})", self.pin_reasons()).into(),
@@ -70,7 +130,7 @@ impl Session {
             .is_some_and(|v| v.eq_ignore_ascii_case(b"OFF") || v == b"0")
     }
 
-    fn cache_key(&self, plan: &Plan, params: &[u8]) -> Key {
+    fn cache_key(&self, sql: &[u8], params: &[u8]) -> Key {
         KeyInput {
             user: &self.user,
             identity: self.identity,
@@ -80,7 +140,7 @@ impl Session {
                 | (self.mariadb_caps as u64) << 32,
             charset: self.charset,
             vars: &self.state.vars,
-            statement: &plan.statement,
+            statement: sql,
             params,
         }
         .key()
@@ -91,12 +151,13 @@ impl Session {
     pub(crate) async fn cache_step(
         &mut self,
         sql: &[u8],
+        digest: Option<u64>,
         params: Option<&[u8]>,
     ) -> Result<Step, RelayError> {
         let Some(cache) = self.shared.cache.clone() else {
             return Ok(Step::Run(None));
         };
-        let plan = match self.cache_verdict(sql) {
+        let plan = match self.cache_verdict_of(sql, digest) {
             Verdict::Cacheable(p) => p,
             Verdict::Refused(why) => {
                 tracing::debug!(%why, "not cached");
@@ -117,7 +178,7 @@ impl Session {
             Some(p) => [&b"\x01execute"[..], p].concat(),
             None => Vec::new(),
         };
-        let key = self.cache_key(&plan, &params);
+        let key = self.cache_key(sql, &params);
         match cache.lookup(&plan, key, true).await {
             Lookup::Hit(rows, bytes) => {
                 self.outcome = super::Outcome {
@@ -165,7 +226,7 @@ impl Session {
                         return format!("not cached (auto mode): {why}");
                     }
                 }
-                let key = self.cache_key(&plan, &[]);
+                let key = self.cache_key(sql, &[]);
                 match cache.lookup(&plan, key, false).await {
                     Lookup::Hit(..) => format!("cache hit ({})", plan.describe(&self.config.cache)),
                     Lookup::Miss(..) => {

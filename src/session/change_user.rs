@@ -134,6 +134,8 @@ pub(super) async fn change_user(s: &mut Session, cmd: Chunk) -> Result<Next, Rel
         s.connect_attrs = cu.connect_attrs.clone();
     }
     s.config = config;
+    // Rules name users: the verdicts made for the old one are not the new one's.
+    s.cache_memo = Default::default();
     match s.connect_primary().await {
         Ok(()) => {
             tracing::info!(user = %s.user, "changed user");

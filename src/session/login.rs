@@ -429,6 +429,7 @@ impl NewClient<'_> {
                 .config_epoch
                 .load(std::sync::atomic::Ordering::Acquire),
             query_digest: None,
+            cache_memo: Default::default(),
             server_version: crate::sql::Dialect::version_of(&shared.server_info().version)
                 .unwrap_or(u32::MAX),
             _user_slot: user_slot,

@@ -94,6 +94,9 @@ pub(crate) struct Session {
     pub config_epoch: u64,
     /// The digest hash of the query being run, from its analysis (statistics).
     pub query_digest: Option<u64>,
+    /// The cache's verdicts by digest, for the configuration epoch and default database they
+    /// were made under (see `cached::Memo`).
+    pub cache_memo: cached::Memo,
     /// The backends' version, as versioned comments (`/*!50000 ... */`) are read by it.
     pub server_version: u32,
     /// This session's place in its user's count (limits.max_user_connections).

@@ -232,7 +232,10 @@ async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError
             else {
                 return execute(s, cmd, false).await.map(|_| ());
             };
-            match s.cache_step(&st.sql, Some(&values)).await? {
+            match s
+                .cache_step(&st.sql, Some(st.analysis.digest), Some(&values))
+                .await?
+            {
                 Step::Answered => return Ok(()),
                 Step::Run(fill) => fill,
             }

@@ -22,7 +22,8 @@ pub(super) async fn run_routed(
 ) -> Result<Next, RelayError> {
     let query = analysis.is_some();
     let fill = if query && cmd.seq == 0 && !cmd.continues() {
-        match s.cache_step(&cmd.payload[1..], None).await? {
+        let digest = analysis.as_ref().map(|a| a.digest);
+        match s.cache_step(&cmd.payload[1..], digest, None).await? {
             Step::Answered => return Ok(Next::Continue),
             Step::Run(fill) => fill,
         }
