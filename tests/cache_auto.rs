@@ -80,7 +80,9 @@ async fn digest_row(admin: &mut Conn, prefix: &str) -> HashMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_mode_keeps_the_hot_set_through_a_burst_of_one_off_queries() {
-    let t = table("auto");
+    // A database of its own: another test's DDL in `weiche` may bump that whole schema.
+    let db = table("weiche_auto");
+    let t = format!("{db}.hot");
     // The smallest embedded store (1 MiB): the burst below would fill it several times over.
     let config = format!(
         "{ADMIN}\n[cache]\nmode = \"auto\"\nmemory = 1048576\n[cache.auto]\nmin_seen = 3\n\n{}",
@@ -89,8 +91,9 @@ async fn auto_mode_keeps_the_hot_set_through_a_burst_of_one_off_queries() {
     let w = Weiche::start_config(&config);
     let mut root = root_on_primary().await;
     root.query_drop(format!(
-        "USE weiche; CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(40) NOT NULL); \
-         INSERT INTO {t} SELECT seq, CONCAT('row-', seq) FROM seq_1_to_20000"
+        "CREATE DATABASE {db}; \
+         CREATE TABLE {t} (id INT PRIMARY KEY, v VARCHAR(40) NOT NULL); \
+         INSERT INTO {t} SELECT seq, CONCAT('row-', seq) FROM {db}.seq_1_to_20000"
     ))
     .await
     .unwrap();
@@ -98,7 +101,17 @@ async fn auto_mode_keeps_the_hot_set_through_a_burst_of_one_off_queries() {
     replicas_caught_up(&mut root).await;
     caught_up(&mut root, &mut admins).await;
     let [mut a] = admins;
-    let mut c = Conn::new(common::opts(&w.addr())).await.expect("connect");
+    let (host, port) = common::host_port(&w.addr());
+    let mut c = Conn::new(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(host)
+            .tcp_port(port)
+            .user(Some("root"))
+            .db_name(Some(db.clone()))
+            .prefer_socket(false),
+    )
+    .await
+    .expect("root through Weiche");
 
     // The hot set: 100 rows read over and over. The digest is admitted at its third sighting,
     // each key stored at its second miss.
@@ -144,12 +157,11 @@ async fn auto_mode_keeps_the_hot_set_through_a_burst_of_one_off_queries() {
     );
 
     // A write beside Weiche reaches the next read, and the digest is shown as cached.
-    let mut d = Conn::new(direct(&common::primary())).await.expect("direct");
-    d.query_drop(format!("UPDATE {t} SET v = 'changed' WHERE id = 1"))
+    root.query_drop(format!("UPDATE {t} SET v = 'changed' WHERE id = 1"))
         .await
         .unwrap();
-    replicas_caught_up(&mut d).await;
-    caught_up(&mut d, std::slice::from_mut(&mut a)).await;
+    replicas_caught_up(&mut root).await;
+    caught_up(&mut root, std::slice::from_mut(&mut a)).await;
     for _ in 0..3 {
         let v: String = c
             .query_first(format!("SELECT v FROM {t} WHERE id = 1"))
@@ -175,5 +187,5 @@ async fn auto_mode_keeps_the_hot_set_through_a_burst_of_one_off_queries() {
     let line = show_cache(&mut a, &format!("auto SELECT v FROM {t} WHERE id = ?")).await;
     println!("SHOW CACHE: {line}");
     assert!(line.contains("hits"), "{line}");
-    root.query_drop(format!("DROP TABLE weiche.{t}")).await.ok();
+    root.query_drop(format!("DROP DATABASE {db}")).await.ok();
 }
