@@ -136,6 +136,7 @@ async fn accept_loop(
     if let (Some(cache), Some(setup)) = (&shared.cache, crate::cache::binlog::Setup::new(&config)) {
         crate::cache::binlog::start(cache.clone(), shared.backends.clone(), setup);
     }
+    crate::shared::fleet::start(shared.clone(), local);
     if let Some(l) = listeners.admin {
         let (l, bound) = adopt(l)?;
         tracing::info!(address = %bound, "admin interface listening");

@@ -75,4 +75,9 @@ async fn the_status_page_renders_the_backends_and_follows_traffic() {
         dom.contains(r#"<td class="digest">SELECT ?</td>"#),
         "the digest appears: {dom}"
     );
+    // Without a memcached cluster the fleet is this instance alone.
+    assert!(
+        dom.contains(&format!(r#"<td class="address">{}</td>"#, w.addr())),
+        "the fleet shows this instance: {dom}"
+    );
 }

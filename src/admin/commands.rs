@@ -50,6 +50,10 @@ const HELP: &[(&str, &str)] = &[
         "result cache statistics: hits, misses, stores, bytes, evictions, per rule",
     ),
     (
+        "SHOW FLEET",
+        "the Weiche instances sharing this one's memcached cluster: version, config digest, load",
+    ),
+    (
         "FLUSH CACHE [schema.table]",
         "forget every cached result, or those that read one table",
     ),
@@ -105,6 +109,7 @@ pub fn answer(shared: &Shared, sql: &str) -> Vec<BytesMut> {
         "SHOW CACHE" => return super::stats::cache(shared),
         "SHOW POOLS" => return super::stats::pools(shared),
         "SHOW QUERY DIGESTS" => return super::stats::digests(shared),
+        "SHOW FLEET" => return super::stats::fleet(shared),
         "FLUSH HOSTS" => {
             shared.admission.flush();
             tracing::info!("FLUSH HOSTS: failed-login counts forgotten");

@@ -1,4 +1,4 @@
-//! The admin port's statistics tables: SHOW POOLS, SHOW CACHE, SHOW QUERY DIGESTS.
+//! The admin port's statistics tables: SHOW POOLS, SHOW CACHE, SHOW QUERY DIGESTS, SHOW FLEET.
 
 use super::table;
 use crate::metrics::RouteLabel;
@@ -112,6 +112,45 @@ pub fn digests(shared: &Shared) -> Vec<BytesMut> {
             "cache_share",
             "cached",
             "saved_ms",
+        ],
+        rows,
+    )
+}
+
+/// SHOW FLEET: this instance first, then the others its last heartbeat saw; `same_config` is
+/// "no" where an instance's configuration digest differs from this one's.
+pub fn fleet(shared: &Shared) -> Vec<BytesMut> {
+    let members = shared.fleet.members(shared);
+    let ours = members.first().map(|m| m.config_digest.clone());
+    let rows = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let same = Some(&m.config_digest) == ours.as_ref();
+            vec![
+                Some(m.id),
+                Some(if i == 0 { "yes" } else { "no" }.into()),
+                Some(m.address),
+                Some(m.version),
+                Some(m.config_digest),
+                Some(if same { "yes" } else { "no" }.into()),
+                Some(m.sessions.to_string()),
+                Some(format!("{:.1}", m.qps)),
+                Some(m.uptime_secs.to_string()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "instance",
+            "this",
+            "address",
+            "version",
+            "config_digest",
+            "same_config",
+            "sessions",
+            "qps",
+            "uptime_s",
         ],
         rows,
     )

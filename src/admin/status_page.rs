@@ -87,7 +87,26 @@ pub fn json(shared: &Shared) -> String {
         }
         None => out.push_str("null"),
     }
-    out.push_str(",\"digests\":[");
+    out.push_str(",\"fleet\":[");
+    let members = shared.fleet.members(shared);
+    let ours = members.first().map(|m| m.config_digest.clone());
+    for (k, m) in members.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}{{\"instance\":{},\"this\":{},\"address\":{},\"version\":{},\"config_digest\":{},\"same_config\":{},\"sessions\":{},\"qps\":{},\"uptime_seconds\":{}}}",
+            if k > 0 { "," } else { "" },
+            json_string(&m.id),
+            k == 0,
+            json_string(&m.address),
+            json_string(&m.version),
+            json_string(&m.config_digest),
+            Some(&m.config_digest) == ours.as_ref(),
+            m.sessions,
+            n(m.qps),
+            m.uptime_secs,
+        );
+    }
+    out.push_str("],\"digests\":[");
     for (k, d) in shared.metrics.digests.top(10).iter().enumerate() {
         let ms = |us: u64| us as f64 / 1000.0;
         let _ = write!(

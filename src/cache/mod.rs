@@ -219,6 +219,24 @@ impl Cache {
         })
     }
 
+    /// The memcached cluster, when that is the store.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        match &self.store {
+            Store::Memcached(c) => Some(c),
+            Store::Embedded(_) => None,
+        }
+    }
+
+    /// Seal a value for memcached under `key` (cache.secret), as entries are.
+    pub fn seal(&self, key: &[u8], value: Vec<u8>) -> Bytes {
+        self.sealer.seal(key, value)
+    }
+
+    /// A sealed value's contents, if we (or an instance with our secret) sealed it for `key`.
+    pub fn open_sealed(&self, key: &[u8], value: Bytes) -> Option<Bytes> {
+        self.sealer.open(key, value)
+    }
+
     pub fn store_name(&self) -> &'static str {
         match self.store {
             Store::Embedded(_) => "embedded",

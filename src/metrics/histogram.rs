@@ -23,6 +23,11 @@ impl Histogram {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
+    /// Values observed.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
     /// Cumulative counts per bucket bound (the last is +Inf), and the sum in microseconds.
     pub fn snapshot(&self) -> (Vec<u64>, u64) {
         let mut total = 0;

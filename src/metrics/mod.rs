@@ -159,4 +159,9 @@ impl Metrics {
     pub fn command(&self, route: RouteLabel, micros: u64) {
         self.latency[route as usize].observe(micros);
     }
+
+    /// Commands counted so far, over every route.
+    pub fn commands(&self) -> u64 {
+        self.latency.iter().map(|h| h.count()).sum()
+    }
 }

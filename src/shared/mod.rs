@@ -4,6 +4,7 @@
 //! from the primary and the pools' counts. One `Shared` per running Weiche, passed as an `Arc`.
 
 pub mod admission;
+pub mod fleet;
 pub mod registry;
 mod reload;
 
@@ -68,6 +69,8 @@ pub struct Shared {
     pub accounts: crate::backend::accounts::Accounts,
     /// The connections of each backend's pools, over all workers.
     pub pool_counts: crate::backend::pool::AllPoolCounts,
+    /// The instances sharing this one's memcached cluster (SHOW FLEET).
+    pub fleet: fleet::Fleet,
     server_info: Mutex<ServerInfo>,
     next_id: AtomicU32,
     /// Flips to true when Weiche stops: idle sessions close, busy ones finish their command.
@@ -87,6 +90,7 @@ impl Shared {
             config_epoch: std::sync::atomic::AtomicU64::new(0),
             registry: Registry::default(),
             pool_counts: Default::default(),
+            fleet: fleet::Fleet::new(),
             server_info: Mutex::new(ServerInfo::default()),
             next_id: AtomicU32::new(FIRST_CONNECTION_ID),
             shutdown: tokio::sync::watch::Sender::new(false),

@@ -114,6 +114,13 @@ pub fn set(out: &mut Vec<u8>, key: &str, value: &[u8], ttl_secs: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// `ms <key> <len> T<ttl> ME`: store a value only if the key is free (add).
+pub fn add(out: &mut Vec<u8>, key: &str, value: &[u8], ttl_secs: u64) {
+    out.extend_from_slice(format!("ms {key} {} T{ttl_secs} ME\r\n", value.len()).as_bytes());
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// `ma <key> N0 J<init> D<delta> v`: a counter, created at `init` (never expiring) when missing.
 /// Delta 0 reads it; delta 1 bumps it.
 pub fn counter(out: &mut Vec<u8>, key: &str, init: u64, delta: u64) {

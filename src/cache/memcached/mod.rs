@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use conn::{counter, get, set};
+pub use conn::{add, counter, get, set};
 
 /// Idle connections kept per node and worker.
 const IDLE_PER_NODE: usize = 4;
