@@ -59,6 +59,18 @@ pub fn families(shared: &Shared, out: &mut String) {
 
     head(
         out,
+        "weiche_shared_writes_unpublished_total",
+        "counter",
+        "Commits whose GTID could not be published in memcached (routing.shared_read_your_writes).",
+    );
+    let _ = writeln!(
+        out,
+        "weiche_shared_writes_unpublished_total {}",
+        m.shared_writes_unpublished.load(Relaxed)
+    );
+
+    head(
+        out,
         "weiche_limit_refusals_total",
         "counter",
         "Clients refused or closed by a limit ([limits], proxy.max_packet_size).",

@@ -331,7 +331,7 @@ impl Cache {
             .map(memcached::counter_value)
             .collect::<Option<_>>()?;
         let hit = match value {
-            Some(memcached::McReply::Value(v, left)) => {
+            Some(memcached::McReply::Value(v, left, _)) => {
                 let opened = self.open(&text, v, &gens);
                 if let (Some((stamped, _)), Some(near)) = (&opened, self.near.as_ref()) {
                     // Kept no longer than memcached keeps it (-1: no expiry there).

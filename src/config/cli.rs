@@ -496,6 +496,14 @@ impl LoadedConfig {
                  monitor account",
             ));
         }
+        if routing.shared_read_your_writes
+            && !(cache.enabled && matches!(cache.store, super::CacheStore::Memcached { .. }))
+        {
+            return Err(invalid(
+                "routing.shared_read_your_writes needs a memcached cluster ([cache] servers): \
+                 that is where the instances publish their writes",
+            ));
+        }
         let tls = super::tls::tls(&file.tls, &file.backend_tls)?;
         let limits = super::limits::limits(&file.limits)?;
         if users.iter().any(|u| u.require_tls) && tls.acceptor.is_none() {

@@ -24,6 +24,10 @@ pub struct FileRouting {
     pub read_your_writes_window: Option<f64>,
     /// Seconds a command may wait for its answer before the client gets an error (0: no limit).
     pub query_timeout: Option<f64>,
+    /// Read-your-writes across instances and connections: each write's GTID is published per
+    /// user in the cache's memcached cluster, and every session of the user waits for it
+    /// (needs [cache] servers). Default false.
+    pub shared_read_your_writes: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +73,8 @@ pub struct Routing {
     pub max_replication_lag: Duration,
     pub read_your_writes_window: Duration,
     pub query_timeout: Option<Duration>,
+    /// Publish writes' GTIDs per user in memcached, and wait for them in every session.
+    pub shared_read_your_writes: bool,
 }
 
 impl Default for Routing {
@@ -81,6 +87,7 @@ impl Default for Routing {
             max_replication_lag: Duration::from_secs(10),
             read_your_writes_window: Duration::from_secs(1),
             query_timeout: None,
+            shared_read_your_writes: false,
         }
     }
 }
@@ -194,6 +201,7 @@ pub fn routing(f: &FileRouting) -> Result<Routing, ConfigError> {
         )?,
         read_your_writes_window,
         query_timeout: Some(query_timeout).filter(|t| !t.is_zero()),
+        shared_read_your_writes: f.shared_read_your_writes.unwrap_or(false),
     })
 }
 

@@ -126,6 +126,9 @@ pub struct Metrics {
     limits: [AtomicU64; Limit::ALL.len()],
     pub digests: Digests,
     pub started: std::time::Instant,
+    /// Commits whose GTID could not be published for other instances
+    /// (routing.shared_read_your_writes).
+    pub shared_writes_unpublished: AtomicU64,
 }
 
 impl Metrics {
@@ -136,6 +139,7 @@ impl Metrics {
             limits: Default::default(),
             digests: Digests::new(max_digests),
             started: std::time::Instant::now(),
+            shared_writes_unpublished: AtomicU64::new(0),
         }
     }
 
@@ -158,6 +162,11 @@ impl Metrics {
     /// One finished command.
     pub fn command(&self, route: RouteLabel, micros: u64) {
         self.latency[route as usize].observe(micros);
+    }
+
+    pub fn count_shared_write_lost(&self) {
+        self.shared_writes_unpublished
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Commands counted so far, over every route.

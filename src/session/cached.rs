@@ -307,6 +307,8 @@ impl Session {
                 cache.bump(&scopes).await;
             }
         }
+        // Other instances' sessions of this user must see the commit once the client has OK.
+        self.publish_shared_writes().await;
         self.client.flush().await.map_err(RelayError::Client)
     }
 }

@@ -26,6 +26,7 @@ impl Session {
                 continue;
             }
             self.writes.committed_at(&pos);
+            self.note_shared_write(&pos);
             learned = true;
         }
         learned

@@ -430,6 +430,7 @@ impl NewClient<'_> {
                 .load(std::sync::atomic::Ordering::Acquire),
             query_digest: None,
             cache_memo: Default::default(),
+            shared_pending: None,
             server_version: crate::sql::Dialect::version_of(&shared.server_info().version)
                 .unwrap_or(u32::MAX),
             _user_slot: user_slot,

@@ -20,6 +20,7 @@ mod relay;
 mod routed;
 mod script;
 mod server_side;
+mod shared_writes;
 mod stmt;
 mod watchdog;
 
@@ -97,6 +98,9 @@ pub(crate) struct Session {
     /// The cache's verdicts by digest, for the configuration epoch and default database they
     /// were made under (see `cached::Memo`).
     pub cache_memo: cached::Memo,
+    /// GTIDs committed by the current command, to publish for other instances before the
+    /// client hears OK (routing.shared_read_your_writes).
+    pub shared_pending: Option<crate::backend::gtid::GtidPos>,
     /// The backends' version, as versioned comments (`/*!50000 ... */`) are read by it.
     pub server_version: u32,
     /// This session's place in its user's count (limits.max_user_connections).

@@ -248,6 +248,7 @@ async fn execute_cached(s: &mut Session, cmd: &Chunk) -> Result<(), CommandError
             st.analysis.consistency = Some(crate::sql::Consistency::Global);
         }
     }
+    s.learn_shared_writes(&st.analysis).await;
     let hold = s.cache_holds(Some(&st.analysis.effects));
     let result = execute(s, cmd, hold).await;
     if let Some(cur) = s.stmts.get_mut(id) {

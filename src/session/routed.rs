@@ -35,6 +35,9 @@ pub(super) async fn run_routed(
         // before it began, not only this session's.
         a.consistency = Some(Consistency::Global);
     }
+    if let Some(a) = analysis.as_ref() {
+        s.learn_shared_writes(a).await;
+    }
     let effects = analysis.as_ref().map(|a| &a.effects);
     let hold = s.cache_holds(effects);
     let sql = if query { &cmd.payload[1..] } else { &[][..] };

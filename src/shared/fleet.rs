@@ -206,7 +206,7 @@ impl Fleet {
         for (k, (b, i)) in keys.iter().zip(at) {
             let reply = replies[b].as_ref()?.get(i);
             out.push(match reply {
-                Some(McReply::Value(v, _)) => cache
+                Some(McReply::Value(v, ..)) => cache
                     .open_sealed(k.as_bytes(), v.clone())
                     .and_then(|v| Member::decode(&v)),
                 _ => None,

@@ -10,8 +10,10 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// `VA <n>` and its data, with the seconds it has left when asked for (`t`; -1: no
-    /// expiry).
-    Value(Bytes, Option<i64>),
+    /// expiry) and its CAS token when asked for (`c`).
+    Value(Bytes, Option<i64>, Option<u64>),
+    /// `EX`: a compare-and-set found another value there.
+    Exists,
     /// `EN` (miss), `NF` (not found).
     Miss,
     /// `HD` (stored / done).
@@ -79,7 +81,10 @@ impl Conn {
                     .and_then(|n| n.parse().ok())
                     .filter(|&n| n <= self.max_value)
                     .ok_or_else(|| bad(format!("memcached: bad value header '{line}'")))?;
-                let ttl = words.find_map(|w| w.strip_prefix('t')?.parse().ok());
+                let flags: Vec<&str> = words.collect();
+                let flag = |f: char| flags.iter().find_map(|w| w.strip_prefix(f));
+                let ttl = flag('t').and_then(|v| v.parse().ok());
+                let cas = flag('c').and_then(|v| v.parse().ok());
                 while self.rbuf.len() < n + 2 {
                     self.rbuf.reserve(n + 2 - self.rbuf.len());
                     self.fill().await?;
@@ -89,11 +94,12 @@ impl Conn {
                     return Err(bad("memcached: value not followed by CRLF".into()));
                 }
                 self.rbuf.advance(2);
-                Ok(Reply::Value(data, ttl))
+                Ok(Reply::Value(data, ttl, cas))
             }
             "EN" | "NF" => Ok(Reply::Miss),
             "HD" => Ok(Reply::Done),
-            "NS" | "EX" => Ok(Reply::NotStored),
+            "EX" => Ok(Reply::Exists),
+            "NS" => Ok(Reply::NotStored),
             // "object too large for cache", "out of memory storing object": the request is
             // refused, the connection is fine.
             "SERVER_ERROR" => Ok(Reply::NotStored),
@@ -110,6 +116,18 @@ pub fn get(out: &mut Vec<u8>, key: &str) {
 /// `ms <key> <len> T<ttl>`: store a value.
 pub fn set(out: &mut Vec<u8>, key: &str, value: &[u8], ttl_secs: u64) {
     out.extend_from_slice(format!("ms {key} {} T{ttl_secs}\r\n", value.len()).as_bytes());
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `mg <key> v c`: the value and its CAS token, or a miss.
+pub fn get_cas(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(format!("mg {key} v c\r\n").as_bytes());
+}
+
+/// `ms <key> <len> T<ttl> C<cas>`: store a value only if the key still has this CAS token.
+pub fn set_cas(out: &mut Vec<u8>, key: &str, value: &[u8], ttl_secs: u64, cas: u64) {
+    out.extend_from_slice(format!("ms {key} {} T{ttl_secs} C{cas}\r\n", value.len()).as_bytes());
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }

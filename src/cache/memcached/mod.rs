@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use conn::{add, counter, get, set};
+pub use conn::{add, counter, get, get_cas, set, set_cas};
 
 /// Idle connections kept per node and worker.
 const IDLE_PER_NODE: usize = 4;
@@ -312,7 +312,7 @@ pub fn now_micros() -> u64 {
 /// A counter's value from its reply.
 pub fn counter_value(r: &Reply) -> Option<u64> {
     match r {
-        Reply::Value(b, _) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
+        Reply::Value(b, ..) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
         _ => None,
     }
 }
