@@ -20,3 +20,4 @@ pub mod session;
 pub mod shared;
 pub mod sql;
 pub mod tls;
+pub mod upgrade;

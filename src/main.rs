@@ -57,11 +57,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let listeners = if loaded.upgrade {
+        match weiche::upgrade::take_over(config.upgrade_socket.as_deref()) {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("weiche: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        server::Listeners::bind(&config)
+    };
     let shared = weiche::shared::Shared::new(config);
-    let result = server::Listeners::bind(&shared.config())
-        .and_then(|listeners| server::run(shared, listeners, server::signals()));
+    let result = listeners.and_then(|listeners| server::run(shared, listeners, server::signals()));
+    // After an upgrade the file names the new process: only our own is removed.
     if let Some(p) = &pid_file {
-        let _ = std::fs::remove_file(p);
+        let ours =
+            std::fs::read_to_string(p).is_ok_and(|s| s.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(p);
+        }
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -113,6 +113,10 @@ async fn accept_loop(
             .map(|l| (l, addr))
             .map_err(|source| ServerError::Listen { addr, source })
     };
+    use std::os::fd::AsRawFd;
+    let mut fds = vec![("proxy", listeners.proxy.as_raw_fd())];
+    fds.extend(listeners.admin.as_ref().map(|l| ("admin", l.as_raw_fd())));
+    fds.extend(listeners.http.as_ref().map(|l| ("http", l.as_raw_fd())));
     let (listener, local) = adopt(listeners.proxy)?;
     let config = shared.config();
     // The monitor runs beside the acceptor; clients are let in once every backend was checked
@@ -148,6 +152,33 @@ async fn accept_loop(
         tokio::spawn(crate::admin::http::serve(shared.clone(), l));
     }
     tracing::info!(address = %local, workers = workers.len(), "weiche {} listening", env!("CARGO_PKG_VERSION"));
+    // A process started with --upgrade accepts now: the one before it may stop.
+    crate::upgrade::ready();
+    let handed_over = match &config.upgrade_socket {
+        Some(path) => match crate::upgrade::serve(path, fds) {
+            Ok(rx) => {
+                tracing::info!(socket = %path.display(), "upgrade socket listening");
+                Some(rx)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot listen on the upgrade socket {}: {e}",
+                    path.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let shutdown = async move {
+        match handed_over {
+            Some(rx) => tokio::select! {
+                s = shutdown => s,
+                Ok(()) = rx => "upgrade (a new process took the sockets over)",
+            },
+            None => shutdown.await,
+        }
+    };
     let mut next = 0usize;
     tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();

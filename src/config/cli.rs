@@ -88,6 +88,11 @@ pub struct Cli {
     /// Run in the background (detached from the terminal).
     #[arg(long)]
     pub daemon: bool,
+    /// Take the listening sockets over from the running Weiche (through proxy.upgrade_socket),
+    /// then tell it to finish its sessions and exit: a restart or upgrade without a refused
+    /// connect.
+    #[arg(long)]
+    pub upgrade: bool,
     /// Write the process id to this file.
     #[arg(long = "pid-file", value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
@@ -169,6 +174,7 @@ impl Cli {
             user: v(self.user, other.user),
             monitor_user: self.monitor_user.or(other.monitor_user),
             daemon: self.daemon || other.daemon,
+            upgrade: self.upgrade || other.upgrade,
             pid_file: self.pid_file.or(other.pid_file),
             basedir: self.basedir.or(other.basedir),
             log_level: self.log_level.or(other.log_level),
@@ -198,6 +204,8 @@ pub struct LoadedConfig {
     pub config: Config,
     pub warnings: Vec<String>,
     pub daemon: bool,
+    /// --upgrade: take the sockets over from the running instance.
+    pub upgrade: bool,
 }
 
 fn split_account(flag: &str, s: &str) -> Result<(String, String), ConfigError> {
@@ -535,6 +543,7 @@ impl LoadedConfig {
                     None => std::time::Duration::from_secs(1),
                 },
                 pid_file: cli.pid_file.or(file.proxy.pid_file),
+                upgrade_socket: file.proxy.upgrade_socket,
                 routing,
                 pool,
                 rules,
@@ -547,6 +556,7 @@ impl LoadedConfig {
             },
             warnings,
             daemon: cli.daemon,
+            upgrade: cli.upgrade,
         })
     }
 }

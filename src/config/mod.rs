@@ -83,6 +83,8 @@ pub struct FileProxy {
     pub connect_timeout: Option<f64>,
     pub max_packet_size: Option<usize>,
     pub pid_file: Option<PathBuf>,
+    /// The unix socket through which `weiche --upgrade` takes the listening sockets over.
+    pub upgrade_socket: Option<PathBuf>,
     /// A mysql-proxy Lua script (--proxy-lua-script).
     pub script: Option<PathBuf>,
     /// Lua instructions one hook call may run before it is aborted (default 10,000,000).
@@ -263,6 +265,8 @@ pub struct Config {
     pub slow_log: Option<PathBuf>,
     pub slow_query_time: Duration,
     pub pid_file: Option<PathBuf>,
+    /// Where a new process asks for the listening sockets (`--upgrade`; None: no handover).
+    pub upgrade_socket: Option<PathBuf>,
     pub routing: Routing,
     pub pool: Pooling,
     pub rules: Vec<Rule>,

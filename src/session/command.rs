@@ -16,6 +16,9 @@ use crate::protocol::{ok_payload, Chunk, ErrPacket, Expect, Framed, ProtocolErro
 use crate::sql::kill;
 use crate::tls::Stream;
 
+/// When Weiche stops, how long a session may be idle before it is closed.
+const SHUTDOWN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a client waits for its next command before its buffers are given back.
 const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -49,8 +52,17 @@ pub(crate) async fn run(s: &mut Session) {
     let handle = s.handle.clone();
     let mut shutdown = s.shared.shutdown_receiver();
     let mut last_command = tokio::time::Instant::now();
+    let mut stop_seen: Option<tokio::time::Instant> = None;
     loop {
-        if *shutdown.borrow_and_update() {
+        // Stopping (SIGTERM, or a new process took the sockets over): a session closes between
+        // commands once it has been idle a moment or the stop is a moment old, so that a
+        // client between two statements of one short request (a PHP page, a fresh connection
+        // before its first query) is not cut off mid-way, and a busy one still leaves soon.
+        if *shutdown.borrow_and_update() && stop_seen.is_none() {
+            stop_seen = Some(tokio::time::Instant::now());
+        }
+        let stop_at = stop_seen.map(|t| (last_command + SHUTDOWN_IDLE).min(t + SHUTDOWN_IDLE));
+        if stop_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
             tracing::debug!("closing an idle session: Weiche is stopping");
             return;
         }
@@ -71,7 +83,7 @@ pub(crate) async fn run(s: &mut Session) {
             .flatten()
             .min()
             .map(|t| last_command + t);
-        let wake = [hold_until, release_at, idle_at]
+        let wake = [hold_until, release_at, idle_at, stop_at]
             .into_iter()
             .flatten()
             .min();

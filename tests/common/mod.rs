@@ -157,16 +157,8 @@ impl Weiche {
     /// Start Weiche with a config file: `[[backends]]` for the sandbox are added, the app and
     /// root users too; `extra` is more TOML.
     pub fn start_config(extra: &str) -> Weiche {
-        let r = replicas();
-        let backends = format!(
-            "[[backends]]\naddress = \"{}\"\nrole = \"primary\"\n\n\
-             [[backends]]\naddress = \"{}\"\nrole = \"replica\"\nweight = 2\n\n\
-             [[backends]]\naddress = \"{}\"\nrole = \"replica\"\n\n",
-            primary(),
-            r[0],
-            r[1],
-        );
-        Self::start_backends_config(&backends, extra)
+        let path = Self::config_file(extra);
+        Self::start_with(&["--config", path.to_str().expect("utf-8 path")])
     }
 
     /// The same with the sandbox primary as the only backend.
@@ -179,6 +171,26 @@ impl Weiche {
     }
 
     fn start_backends_config(backends: &str, extra: &str) -> Weiche {
+        let path = Self::write_config(backends, extra);
+        Self::start_with(&["--config", path.to_str().expect("utf-8 path")])
+    }
+
+    /// The config file start_config would use (the sandbox's backends, app and root), to start
+    /// more than one process from it.
+    pub fn config_file(extra: &str) -> PathBuf {
+        let r = replicas();
+        let backends = format!(
+            "[[backends]]\naddress = \"{}\"\nrole = \"primary\"\n\n\
+             [[backends]]\naddress = \"{}\"\nrole = \"replica\"\nweight = 2\n\n\
+             [[backends]]\naddress = \"{}\"\nrole = \"replica\"\n\n",
+            primary(),
+            r[0],
+            r[1],
+        );
+        Self::write_config(&backends, extra)
+    }
+
+    fn write_config(backends: &str, extra: &str) -> PathBuf {
         let text = format!(
             "{backends}\
              [[users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
@@ -197,7 +209,7 @@ impl Weiche {
             table("cfg")
         ));
         std::fs::write(&path, text).expect("write config");
-        Self::start_with(&["--config", path.to_str().expect("utf-8 path")])
+        path
     }
 
     pub fn start_with(args: &[&str]) -> Weiche {
