@@ -49,8 +49,9 @@ impl Session {
                 .and_then(|row| row.first().cloned().flatten())
                 .and_then(|v| String::from_utf8(v).ok())
                 .and_then(|v| GtidPos::parse(&v)),
-            Some(_) => None,
-            None => {
+            // Not the one-row answer asked for: what else is in this connection is unknown,
+            // so it is not lent again.
+            Some(_) | None => {
                 conn.broken = true;
                 None
             }
