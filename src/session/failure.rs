@@ -12,13 +12,15 @@ impl Session {
     /// says that is safe (`Retry::BeforeAnswer`: the backend was unreachable, or broke) and
     /// none of the answer reached the client. When it is retried, the backend is skipped by
     /// this worker for a while.
-    pub fn retry_elsewhere(&mut self, backend: usize, retry: Retry) -> bool {
+    pub fn retry_elsewhere(&mut self, backend: usize, retry: Retry, sql: &[u8]) -> bool {
         let retry = retry == Retry::BeforeAnswer && !self.answered;
         if retry {
             self.drop_current();
             self.shared.backends.mark_down(backend, DOWN_FOR);
+            // The digest (no literals) says which statement runs again.
             tracing::warn!(
                 backend = %self.shared.backends.backends[backend].address,
+                statement = %crate::sql::digest::digest(sql),
                 "retrying a read on another backend"
             );
         }

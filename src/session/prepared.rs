@@ -300,7 +300,8 @@ async fn execute(s: &mut Session, cmd: &Chunk, hold: bool) -> Result<bool, Comma
         return first;
     };
     let retry = first.as_ref().err().map_or(Retry::No, |e| e.retry);
-    if !s.retry_elsewhere(backend, retry) {
+    let sql = s.stmts.get(id).map(|st| st.sql.clone()).unwrap_or_default();
+    if !s.retry_elsewhere(backend, retry, &sql) {
         return first;
     }
     let route = route_statement(s, id, Some(backend))?;

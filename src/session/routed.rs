@@ -103,7 +103,7 @@ pub(super) async fn relay_routed(
             }) => return Err(e),
             Err(e) => {
                 if let Some(b) = target.filter(|_| retryable && avoid.is_none()) {
-                    if s.retry_elsewhere(b, e.retry) {
+                    if s.retry_elsewhere(b, e.retry, &cmd.payload[1..]) {
                         avoid = Some(b);
                         continue;
                     }
@@ -123,7 +123,7 @@ pub(super) async fn relay_routed(
             Err(e) if e.is_server_side() => {
                 s.drop_current();
                 if let Some(b) = backend.filter(|_| retryable && avoid.is_none()) {
-                    if s.retry_elsewhere(b, Retry::of(&e)) {
+                    if s.retry_elsewhere(b, Retry::of(&e), &cmd.payload[1..]) {
                         avoid = Some(b);
                         continue;
                     }
