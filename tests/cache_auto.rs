@@ -116,16 +116,21 @@ async fn auto_mode_keeps_the_hot_set_through_a_burst_of_one_off_queries() {
     // The hot set: 100 rows read over and over. The digest is admitted at its third sighting,
     // each key stored at its second miss.
     const HOT: u32 = 100;
-    for _ in 0..5 {
+    // Warm until a whole round is hits: on a loaded machine the follower may be behind for a
+    // moment, and lookups then go to the database (binlog_held) without filling.
+    let mut rounds = 0;
+    loop {
+        let hits = counter(&mut a, "hits").await;
         read(&mut c, &t, 1..=HOT).await;
+        if counter(&mut a, "hits").await - hits == u64::from(HOT) {
+            break;
+        }
+        rounds += 1;
+        assert!(
+            rounds < 30,
+            "the hot set is not served from the cache after 30 rounds"
+        );
     }
-    let hits = counter(&mut a, "hits").await;
-    read(&mut c, &t, 1..=HOT).await;
-    assert_eq!(
-        counter(&mut a, "hits").await - hits,
-        u64::from(HOT),
-        "the hot set is not served from the cache"
-    );
 
     // The burst: 10,000 rows read once each (one digest, new literals) and 1,000 new digests.
     let (stores, first) = (
@@ -148,13 +153,22 @@ async fn auto_mode_keeps_the_hot_set_through_a_burst_of_one_off_queries() {
     );
     assert_eq!(counter(&mut a, "evictions").await, 0);
     assert!(counter(&mut a, "auto_first_misses_not_stored").await - first >= 10_000);
-    let hits = counter(&mut a, "hits").await;
-    read(&mut c, &t, 1..=HOT).await;
-    assert_eq!(
-        counter(&mut a, "hits").await - hits,
-        u64::from(HOT),
-        "the burst evicted the hot set"
+    // Every hot row is still there: a hit, or (the follower behind for a moment) held, but
+    // never a miss.
+    let (hits, misses, held) = (
+        counter(&mut a, "hits").await,
+        counter(&mut a, "misses").await,
+        counter(&mut a, "binlog_held").await,
     );
+    read(&mut c, &t, 1..=HOT).await;
+    let (hits, misses, held) = (
+        counter(&mut a, "hits").await - hits,
+        counter(&mut a, "misses").await - misses,
+        counter(&mut a, "binlog_held").await - held,
+    );
+    println!("after the burst: {hits} hits, {misses} misses, {held} held");
+    assert_eq!(misses, 0, "the burst evicted part of the hot set");
+    assert_eq!(hits + held, u64::from(HOT));
 
     // A write beside Weiche reaches the next read, and the digest is shown as cached.
     root.query_drop(format!("UPDATE {t} SET v = 'changed' WHERE id = 1"))
