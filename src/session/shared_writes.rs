@@ -63,6 +63,10 @@ impl Session {
 
     /// Before a read: take in what this user's writes through any instance reached.
     pub(crate) async fn learn_shared_writes(&mut self, analysis: &Analysis) {
+        // Off (the default): nothing on the query path.
+        if !self.config.routing.shared_read_your_writes {
+            return;
+        }
         let consistency = analysis
             .consistency
             .unwrap_or(self.config.routing.consistency);

@@ -132,21 +132,23 @@ impl Fleet {
         }
     }
 
-    /// This instance now.
+    /// This instance now, counting a heartbeat (its qps is since the last one).
     fn me(&self, shared: &Shared) -> Member {
-        let config = shared.config();
         let commands = shared.metrics.commands();
-        let qps = {
-            let mut last = lock(&self.last);
-            let secs = last.0.elapsed().as_secs_f64();
-            let qps = if secs > 0.0 {
-                commands.saturating_sub(last.1) as f64 / secs
-            } else {
-                0.0
-            };
-            *last = (Instant::now(), commands);
-            qps
+        let mut last = lock(&self.last);
+        let secs = last.0.elapsed().as_secs_f64();
+        let qps = if secs > 0.0 {
+            commands.saturating_sub(last.1) as f64 / secs
+        } else {
+            0.0
         };
+        *last = (Instant::now(), commands);
+        drop(last);
+        self.member(shared, qps)
+    }
+
+    fn member(&self, shared: &Shared, qps: f64) -> Member {
+        let config = shared.config();
         Member {
             id: self.id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -164,23 +166,9 @@ impl Fleet {
         let m = lock(&self.members);
         if m.is_empty() {
             drop(m);
-            return vec![self.me_now(shared)];
+            return vec![self.member(shared, 0.0)];
         }
         m.clone()
-    }
-
-    /// This instance without counting a heartbeat (its qps is the last one's).
-    fn me_now(&self, shared: &Shared) -> Member {
-        let config = shared.config();
-        Member {
-            id: self.id.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            config_digest: config_digest(&config),
-            address: self.address(&config),
-            sessions: shared.registry.len() as u64,
-            qps: 0.0,
-            uptime_secs: shared.metrics.started.elapsed().as_secs(),
-        }
     }
 
     /// Every slot's member (None: empty, expired, or not sealed with our secret).

@@ -1,7 +1,7 @@
 //! Helpers for the tests of [cache.binlog]: the sandbox's replication account, direct
 //! connections beside Weiche, SHOW CACHE, and waiting until a follower has caught up.
 
-use super::{admin_opts, admin_port, app_password, app_user, env_or, primary, Weiche};
+use super::{admin_opts, admin_port, env_or, primary, Weiche};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
 use std::collections::HashMap;
@@ -25,28 +25,23 @@ pub fn binlog_as(user: &str, password: &str, extra: &str) -> String {
 
 /// The app's account straight on a server, as a cron job or another application would write.
 pub fn direct(addr: &str) -> mysql_async::Opts {
+    super::opts(addr)
+}
+
+/// root (no password) on a server of the sandbox.
+pub fn root_opts(addr: &str) -> OptsBuilder {
     let (host, port) = super::host_port(addr);
     OptsBuilder::default()
         .ip_or_hostname(host)
         .tcp_port(port)
-        .user(Some(app_user()))
-        .pass(Some(app_password()))
-        .db_name(Some("weiche"))
+        .user(Some("root"))
         .prefer_socket(false)
-        .into()
 }
 
 pub async fn root_on_primary() -> Conn {
-    let (host, port) = super::host_port(&primary());
-    Conn::new(
-        OptsBuilder::default()
-            .ip_or_hostname(host)
-            .tcp_port(port)
-            .user(Some("root"))
-            .prefer_socket(false),
-    )
-    .await
-    .expect("root on the primary")
+    Conn::new(root_opts(&primary()))
+        .await
+        .expect("root on the primary")
 }
 
 /// domain -> sequence of a GTID position.
