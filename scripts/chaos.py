@@ -202,8 +202,19 @@ def setup():
     cur = c.cursor()
     cur.execute("DROP TABLE IF EXISTS chaos_ledger, chaos_static, chaos_big")
     # No unique key on wid: a write applied twice must show up as two rows.
+    # Each row records the server connection and the time that wrote it, so that a duplicate
+    # can be traced in Weiche's log (the trigger runs on the primary only: row-based events do
+    # not fire triggers on the replicas).
     cur.execute("CREATE TABLE chaos_ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
-                "wid VARCHAR(40) NOT NULL, client INT NOT NULL, KEY (wid), KEY (client))")
+                "wid VARCHAR(40) NOT NULL, client INT NOT NULL, "
+                "conn BIGINT NOT NULL DEFAULT 0, at TIMESTAMP(6) NOT NULL DEFAULT NOW(6), "
+                "KEY (wid), KEY (client))")
+    # Creating a trigger with the binlog on takes SUPER: the sandbox's root (no password).
+    root = pymysql.connect(host=PRIMARY[0], port=int(PRIMARY[1]), user="root", password="",
+                           database="weiche", autocommit=True)
+    root.cursor().execute("CREATE TRIGGER chaos_ledger_conn BEFORE INSERT ON chaos_ledger "
+                          "FOR EACH ROW SET NEW.conn = CONNECTION_ID()")
+    root.close()
     cur.execute("CREATE TABLE chaos_static (id INT PRIMARY KEY, v VARCHAR(40))")
     cur.executemany("INSERT INTO chaos_static VALUES (%s, %s)",
                     [(i, f"value {i}") for i in range(1, 1001)])
@@ -269,6 +280,18 @@ def main():
         print("\nMost frequent client errors:\n")
         for msg, n in sorted(errors.items(), key=lambda kv: -kv[1])[:8]:
             print(f"- {n} x {msg}")
+    if all_dup:
+        c = connect(*PRIMARY)
+        cur = c.cursor()
+        marks = ", ".join(["%s"] * len(all_dup[:10]))
+        cur.execute(f"SELECT wid, id, conn, at FROM chaos_ledger WHERE wid IN ({marks}) "
+                    "ORDER BY wid, id", all_dup[:10])
+        print("\nRows of the duplicated writes (wid, id, server connection, written at):\n")
+        for wid, id_, conn, at in cur.fetchall():
+            acked_at = time.strftime("%H:%M:%S", time.gmtime(acked[wid])) if wid in acked else "?"
+            frac = f"{acked[wid] % 1:.6f}"[1:] if wid in acked else ""
+            print(f"- {wid} id={id_} conn={conn} at={at} (acknowledged {acked_at}{frac} UTC)")
+        c.close()
     if all_lost or all_dup or total_lost or total_dup:
         print(f"\nchaos: FAILED: lost {all_lost[:10]}, duplicated {all_dup[:10]}",
               file=sys.stderr)

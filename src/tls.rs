@@ -2,6 +2,7 @@
 //! SSL_REQUEST, the connector for backends, and `Stream`, the byte stream a `Framed` runs over
 //! (plain TCP, or TLS in either direction).
 
+use crate::protocol::compress::{Algorithm, Compressed, Traffic};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -206,23 +207,62 @@ impl ServerCertVerifier for NoVerify {
 pub enum Stream {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// The compressed protocol over a TCP or TLS stream (after the login, when negotiated).
+    Compressed(Box<Compressed<Stream>>),
     /// Only while the TCP stream is out for a TLS handshake; a failed upgrade leaves it so.
     Gone,
 }
 
 impl Stream {
     pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
+        match self {
+            Stream::Tls(_) => true,
+            Stream::Compressed(c) => c.inner.is_tls(),
+            _ => false,
+        }
+    }
+
+    /// Switch to the compressed protocol (after the login's OK, which goes uncompressed);
+    /// `to_server` when Weiche is the client on this connection.
+    pub fn compress(&mut self, algorithm: Algorithm, to_server: bool) {
+        let inner = std::mem::replace(self, Stream::Gone);
+        let c = if to_server {
+            Compressed::to_server(inner, algorithm)
+        } else {
+            Compressed::new(inner, algorithm)
+        };
+        *self = Stream::Compressed(Box::new(c));
+    }
+
+    /// The compression in use, and the bytes it has moved.
+    pub fn compression(&self) -> Option<(Algorithm, Traffic)> {
+        match self {
+            Stream::Compressed(c) => Some((c.algorithm(), c.traffic)),
+            _ => None,
+        }
+    }
+
+    /// The TCP stream underneath.
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(t) => Some(t),
+            Stream::Tls(t) => Some(t.get_ref().0),
+            Stream::Compressed(c) => c.inner.tcp(),
+            Stream::Gone => None,
+        }
     }
 
     /// Whether a quiet connection has heard from its peer: closed (EOF, reset) or sent
     /// something nobody asked for (a server's ERR before it closes). Either way it is of no
     /// further use. Never waits: one non-blocking peek at the socket.
     pub fn peer_spoke(&self) -> bool {
-        let tcp = match self {
-            Stream::Tcp(t) => t,
-            Stream::Tls(t) => t.get_ref().0,
-            Stream::Gone => return true,
+        if let Stream::Compressed(c) = self {
+            if c.has_buffered() {
+                return true;
+            }
+        }
+        let Some(tcp) = self.tcp() else {
+            return true;
         };
         let mut buf = [0u8; 1];
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -232,12 +272,7 @@ impl Stream {
 
     /// The local address of the connection (what a server sees Weiche connect from).
     pub fn local_ip(&self) -> Option<std::net::IpAddr> {
-        let tcp = match self {
-            Stream::Tcp(t) => t,
-            Stream::Tls(t) => t.get_ref().0,
-            Stream::Gone => return None,
-        };
-        tcp.local_addr().ok().map(|a| a.ip())
+        self.tcp()?.local_addr().ok().map(|a| a.ip())
     }
 
     /// Take the TCP stream for an upgrade, leaving `Gone`.
@@ -291,13 +326,18 @@ impl Stream {
     pub async fn ready_to_read(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(t) => t.readable().await,
+            Stream::Compressed(c) if !c.has_buffered() => Box::pin(c.inner.ready_to_read()).await,
             _ => Ok(()),
         }
     }
 
     /// The TLS version in use, for logs and SHOW SESSIONS.
     pub fn tls_version(&self) -> Option<&'static str> {
-        let Stream::Tls(t) = self else { return None };
+        let t = match self {
+            Stream::Tls(t) => t,
+            Stream::Compressed(c) => return c.inner.tls_version(),
+            _ => return None,
+        };
         let v = match t.as_ref() {
             tokio_rustls::TlsStream::Server(s) => s.get_ref().1.protocol_version(),
             tokio_rustls::TlsStream::Client(c) => c.get_ref().1.protocol_version(),
@@ -332,6 +372,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(t) => Pin::new(t).poll_read(cx, buf),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Stream::Compressed(c) => Pin::new(c.as_mut()).poll_read(cx, buf),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -346,6 +387,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(t) => Pin::new(t).poll_write(cx, buf),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Stream::Compressed(c) => Pin::new(c.as_mut()).poll_write(cx, buf),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -354,6 +396,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(_) => Poll::Ready(Ok(())),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            Stream::Compressed(c) => Pin::new(c.as_mut()).poll_flush(cx),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
     }
@@ -362,6 +405,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(t) => Pin::new(t).poll_shutdown(cx),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+            Stream::Compressed(c) => Pin::new(c.as_mut()).poll_shutdown(cx),
             Stream::Gone => Poll::Ready(Ok(())),
         }
     }

@@ -58,6 +58,8 @@ pub struct LoginParams {
     pub timeout: Duration,
     /// TLS to the backend ([backend_tls]).
     pub tls: Option<BackendTls>,
+    /// The compressed protocol to the backend (`[[backends]] compress`), when it offers it.
+    pub compress: Option<crate::protocol::compress::Algorithm>,
 }
 
 impl LoginParams {
@@ -81,6 +83,7 @@ impl LoginParams {
             connect_attrs: None,
             timeout,
             tls,
+            compress: None,
         }
     }
 }
@@ -258,6 +261,9 @@ impl ServerConnection {
         if params.database.is_some() {
             caps |= cap::CONNECT_WITH_DB;
         }
+        if params.compress.is_some() {
+            caps |= server_caps & cap::COMPRESS;
+        }
         // Extended capabilities are sent only without CLIENT_MYSQL (LONG_PASSWORD, which
         // MariaDB ignores otherwise).
         let mariadb_caps = params.client_mariadb_caps & greeting.mariadb_caps;
@@ -296,6 +302,7 @@ impl ServerConnection {
                 .connect_attrs
                 .clone()
                 .filter(|_| caps & cap::CONNECT_ATTRS != 0),
+            zstd_level: None,
         };
         let mut buf = BytesMut::new();
         login.encode(&mut buf);
@@ -306,6 +313,9 @@ impl ServerConnection {
             match p.payload.first() {
                 Some(0x00) => {
                     let ok = OkPacket::decode(&p.payload).map_err(proto)?;
+                    if let Some(algorithm) = params.compress.filter(|_| caps & cap::COMPRESS != 0) {
+                        framed.io.compress(algorithm, true);
+                    }
                     return Ok(ServerConnection {
                         framed,
                         address: address.to_string(),

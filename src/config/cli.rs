@@ -348,6 +348,7 @@ impl LoadedConfig {
                     address: normalize_backend_addr(&b.address)?,
                     role: b.role,
                     weight: b.weight.unwrap_or(1),
+                    compress: b.compress.unwrap_or(false),
                 });
             }
         } else {
@@ -356,6 +357,7 @@ impl LoadedConfig {
                     address: normalize_backend_addr(a)?,
                     role: Role::Primary,
                     weight: 1,
+                    compress: false,
                 });
             }
             for a in cli.replicas.iter().filter(|a| !a.trim().is_empty()) {
@@ -363,6 +365,7 @@ impl LoadedConfig {
                     address: normalize_backend_addr(a)?,
                     role: Role::Replica,
                     weight: 1,
+                    compress: false,
                 });
             }
         }
@@ -533,6 +536,10 @@ impl LoadedConfig {
                 http_address,
                 connect_timeout,
                 max_packet_size,
+                compression: super::compression::client_compression(
+                    file.proxy.compression.as_deref(),
+                    file.proxy.compression_level,
+                )?,
                 log_level,
                 log_file: cli.log_file.or(file.log.file),
                 log_format: file.log.format.unwrap_or_default(),

@@ -4,6 +4,7 @@
 
 mod cache;
 mod cli;
+pub mod compression;
 mod ini;
 mod limits;
 mod monitor;
@@ -89,6 +90,10 @@ pub struct FileProxy {
     pub script: Option<PathBuf>,
     /// Lua instructions one hook call may run before it is aborted (default 10,000,000).
     pub script_instruction_limit: Option<u64>,
+    /// Compression algorithms offered to clients (default ["zlib", "zstd"]; []: none).
+    pub compression: Option<Vec<String>>,
+    /// zlib level of what Weiche sends to a compressed client (1-9, default 6).
+    pub compression_level: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +104,8 @@ pub struct FileBackend {
     pub role: Role,
     /// Share of reads among replicas (default 1).
     pub weight: Option<u32>,
+    /// Use the compressed protocol (zlib) on this backend's connections (default false).
+    pub compress: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +190,8 @@ pub struct Backend {
     pub address: String,
     pub role: Role,
     pub weight: u32,
+    /// Its connections use the compressed protocol (zlib).
+    pub compress: bool,
 }
 
 /// An account clients log in with, and that Weiche uses on the backends.
@@ -257,6 +266,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The largest command a client may send, in bytes (all its packets together).
     pub max_packet_size: usize,
+    /// The compressed protocol offered to clients.
+    pub compression: compression::ClientCompression,
     pub log_level: String,
     pub log_file: Option<PathBuf>,
     pub log_format: LogFormat,

@@ -27,9 +27,12 @@ pub mod cap {
     pub const CAN_HANDLE_EXPIRED_PASSWORDS: u32 = 1 << 22;
     pub const SESSION_TRACK: u32 = 1 << 23;
     pub const DEPRECATE_EOF: u32 = 1 << 24;
+    /// MySQL 8.0.18+: the compressed protocol with zstd; the login packet ends with the level.
+    pub const ZSTD_COMPRESSION_ALGORITHM: u32 = 1 << 26;
 
-    /// What Weiche offers clients (and SSL when a certificate is configured). No COMPRESS; no MariaDB extended capabilities,
-    /// so every client speaks the plain MySQL 4.1 protocol with us.
+    /// What Weiche offers clients, besides SSL when a certificate is configured and COMPRESS
+    /// and ZSTD_COMPRESSION_ALGORITHM as `[proxy] compression` says (the compressed protocol
+    /// is Weiche's own with each side, never the client's with the server).
     pub const WEICHE_SERVER: u32 = LONG_PASSWORD
         | FOUND_ROWS
         | LONG_FLAG

@@ -108,6 +108,8 @@ pub struct HandshakeResponse {
     pub auth_plugin: Option<Vec<u8>>,
     /// The connection attributes exactly as sent (the key/value pairs without the total length).
     pub connect_attrs: Option<Vec<u8>>,
+    /// The zstd level asked for, with ZSTD_COMPRESSION_ALGORITHM.
+    pub zstd_level: Option<u8>,
 }
 
 /// Length of an SSL request: the fixed part of the login packet, without a user name.
@@ -181,6 +183,13 @@ impl HandshakeResponse {
         if capabilities & cap::CONNECT_ATTRS != 0 && !r.is_empty() {
             resp.connect_attrs = Some(r.lenenc_bytes("login connect attributes")?.to_vec());
         }
+        if capabilities & cap::ZSTD_COMPRESSION_ALGORITHM != 0 {
+            resp.zstd_level = Some(if r.is_empty() {
+                0
+            } else {
+                r.u8("login zstd level")?
+            });
+        }
         Ok(resp)
     }
 
@@ -218,6 +227,9 @@ impl HandshakeResponse {
         }
         if self.capabilities & cap::CONNECT_ATTRS != 0 {
             put_lenenc_bytes(out, self.connect_attrs.as_deref().unwrap_or_default());
+        }
+        if self.capabilities & cap::ZSTD_COMPRESSION_ALGORITHM != 0 {
+            out.put_u8(self.zstd_level.unwrap_or(0));
         }
     }
 }
@@ -322,7 +334,8 @@ mod tests {
                 | cap::PLUGIN_AUTH
                 | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
                 | cap::CONNECT_WITH_DB
-                | cap::CONNECT_ATTRS,
+                | cap::CONNECT_ATTRS
+                | cap::ZSTD_COMPRESSION_ALGORITHM,
             mariadb_caps: super::super::constants::mariadb_cap::EXTENDED_METADATA,
             max_packet: 1 << 24,
             charset: 45,
@@ -331,6 +344,7 @@ mod tests {
             database: Some(b"weiche".to_vec()),
             auth_plugin: Some(b"mysql_native_password".to_vec()),
             connect_attrs: Some(b"\x04_pid\x0212".to_vec()),
+            zstd_level: Some(7),
         };
         let mut b = BytesMut::new();
         l.encode(&mut b);

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod basic;
 pub mod caching_sha2;
+pub mod compress;
 pub mod constants;
 pub mod handshake;
 pub mod packet;

@@ -4,7 +4,10 @@
 
 use super::change_user::change_user;
 use super::kill::run_kill;
-use super::local::{explain_route, explain_route_target, reset_connection};
+use super::local::{
+    compression_status, explain_route, explain_route_target, is_compression_status,
+    reset_connection,
+};
 use super::outcome::{kind_of, relay_packet, Next, HOLD_FOR_NEXT};
 use super::relay::RelayError;
 use super::reply_err;
@@ -259,6 +262,9 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
                 kill::parse(&cmd.payload[1..]).filter(|k| k.id >= u64::from(FIRST_CONNECTION_ID))
             {
                 return run_kill(s, cmd.seq, k.id, k.query).await;
+            }
+            if is_compression_status(&cmd.payload[1..]) {
+                return compression_status(s, cmd.seq).await;
             }
             if let Some(rest) = explain_route_target(&cmd.payload[1..]) {
                 let rest = rest.to_vec();

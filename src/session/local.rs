@@ -1,4 +1,5 @@
 //! Weiche's own answers to commands a proxy must not simply relay: EXPLAIN ROUTE,
+//! `SHOW STATUS LIKE 'Compression'` (the client's connection is Weiche's, not the server's),
 //! COM_RESET_CONNECTION (COM_CHANGE_USER is in `change_user`, KILL of a Weiche connection id in
 //! `kill`).
 
@@ -25,6 +26,59 @@ pub(super) fn explain_route_target(sql: &[u8]) -> Option<&[u8]> {
         return None;
     }
     Some(rest[kw.len()..].trim_ascii())
+}
+
+/// Whether this is `SHOW [SESSION | LOCAL] STATUS LIKE 'Compression'` (in any case, either
+/// quote): whether the client's connection is compressed only Weiche knows.
+pub(super) fn is_compression_status(sql: &[u8]) -> bool {
+    let mut rest = sql.trim_ascii();
+    if rest.last() == Some(&b';') {
+        rest = rest[..rest.len() - 1].trim_ascii_end();
+    }
+    let mut word = |w: &[u8], optional: bool| -> bool {
+        let t = rest.trim_ascii_start();
+        let ok = t.len() > w.len()
+            && t[..w.len()].eq_ignore_ascii_case(w)
+            && t[w.len()].is_ascii_whitespace();
+        if ok {
+            rest = &t[w.len()..];
+        }
+        ok || optional
+    };
+    if !(word(b"SHOW", false)
+        && (word(b"SESSION", true) && word(b"LOCAL", true))
+        && word(b"STATUS", false)
+        && word(b"LIKE", false))
+    {
+        return false;
+    }
+    let t = rest.trim_ascii_start();
+    t.len() == 13
+        && (t[0] == b'\'' || t[0] == b'"')
+        && t[12] == t[0]
+        && t[1..12].eq_ignore_ascii_case(b"Compression")
+}
+
+/// Answer `SHOW STATUS LIKE 'Compression'` for the client's own connection.
+pub(super) async fn compression_status(s: &mut Session, seq: u8) -> Result<Next, RelayError> {
+    let on = if s.client.io.compression().is_some() {
+        "ON"
+    } else {
+        "OFF"
+    };
+    let row = vec![Some("Compression".to_string()), Some(on.to_string())];
+    let (st, shape) = (s.status(), s.shape());
+    send_text_result(
+        &mut s.client,
+        seq.wrapping_add(1),
+        &["Variable_name", "Value"],
+        &[row],
+        shape,
+        st,
+    )
+    .await
+    .map_err(RelayError::Client)?;
+    Ok(Next::Continue)
 }
 
 /// Answer EXPLAIN ROUTE with one row: where the statement would go now, why, and the pins.
@@ -89,5 +143,30 @@ pub(super) fn reset_connection(s: &mut Session) {
     if let Some(mut cur) = s.current.take() {
         cur.conn.state.untracked = Some("COM_RESET_CONNECTION");
         s.give_back(cur);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_compression_status;
+
+    #[test]
+    fn the_compression_status_statement_is_recognized_and_nothing_else() {
+        for yes in [
+            "SHOW STATUS LIKE 'Compression'",
+            "show session status like \"compression\";",
+            "  SHOW LOCAL STATUS  LIKE 'COMPRESSION' ",
+        ] {
+            assert!(is_compression_status(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "SHOW GLOBAL STATUS LIKE 'Compression'",
+            "SHOW STATUS LIKE 'Compression%'",
+            "SHOW STATUS",
+            "SELECT 'Compression'",
+            "SHOW STATUS LIKE 'Compressionx'",
+        ] {
+            assert!(!is_compression_status(no.as_bytes()), "{no}");
+        }
     }
 }

@@ -223,6 +223,12 @@ impl NewClient<'_> {
         if self.config.tls.acceptor.is_some() {
             offered |= cap::SSL;
         }
+        if self.config.compression.zlib {
+            offered |= cap::COMPRESS;
+        }
+        if self.config.compression.zstd {
+            offered |= cap::ZSTD_COMPRESSION_ALGORITHM;
+        }
         let greeting = Greeting {
             server_version: info.version.clone(),
             connection_id: self.id,
@@ -458,6 +464,19 @@ impl NewClient<'_> {
         }
         if result.is_err() || packets.first().and_then(|p| p.first()) != Some(&0x00) {
             return Ok(None);
+        }
+        // The compressed protocol starts after the login's OK, which went as it is.
+        let asked = session.capabilities;
+        let zstd = resp
+            .zstd_level
+            .filter(|_| asked & cap::ZSTD_COMPRESSION_ALGORITHM != 0);
+        if let Some(algorithm) = session
+            .config
+            .compression
+            .negotiate(asked & cap::COMPRESS != 0, zstd)
+        {
+            tracing::debug!(algorithm = algorithm.name(), "compressed protocol");
+            session.client.io.compress(algorithm, false);
         }
         Ok(Some(session))
     }

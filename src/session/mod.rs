@@ -169,6 +169,7 @@ impl Session {
             connect_attrs: self.connect_attrs.clone(),
             timeout: self.config.connect_timeout,
             tls: self.config.tls.backend.clone(),
+            compress: None,
         }
     }
 

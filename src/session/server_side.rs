@@ -159,6 +159,7 @@ impl Session {
                 }
                 self.release();
                 let conn = self.borrow(i).await?;
+                tracing::debug!(backend = %conn.address, thread_id = conn.thread_id, "server connection");
                 self.handle.set_server(Some((i, conn.thread_id)));
                 self.current = Some(Current {
                     conn,
@@ -268,6 +269,21 @@ impl Session {
         params
     }
 
+    /// How a pooled connection to the backend at `address` logs in: with the compressed
+    /// protocol when the backend's `compress` says so.
+    fn pooled_params(&self, address: &str) -> crate::backend::LoginParams {
+        let mut params = self.backend_params();
+        let compress = self
+            .config
+            .backends
+            .iter()
+            .any(|b| b.compress && b.address == address);
+        params.compress = compress.then_some(crate::protocol::compress::Algorithm::Zlib {
+            level: self.config.compression.zlib_level,
+        });
+        params
+    }
+
     /// A pooled connection to backend `i` for this session's key (not yet in its state).
     pub(super) async fn borrow(&mut self, i: usize) -> Result<Box<pool::Pooled>, CommandError> {
         let table = self.shared.backends.clone();
@@ -280,7 +296,7 @@ impl Session {
         let key = self.pool_key();
         let acquired = tokio::select! {
             biased;
-            r = pool::acquire(&self.shared.pool_counts, address, &key, || self.backend_params(), settings, generation) => r,
+            r = pool::acquire(&self.shared.pool_counts, address, &key, || self.pooled_params(address), settings, generation) => r,
             e = super::watchdog::watchdog(&table, i, epoch, None) => {
                 tracing::warn!("gave up connecting: {e}");
                 return Err(CommandError::unreachable(format!("{e} while connecting")));
