@@ -20,7 +20,37 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("sql", sql),
     ("lua_proto", lua_proto),
     ("binlog", binlog),
+    ("decompress", decompress),
 ];
+
+/// The compressed protocol's decoder, on a peer's bytes (the first byte picks zlib or zstd):
+/// an error or at most the declared lengths of output, never a panic; and what Weiche
+/// compresses decodes to what it was.
+pub fn decompress(data: &[u8]) {
+    use crate::protocol::compress::{decode_all, encode_all, Algorithm, HEADER_LEN, MAX_PAYLOAD};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let algorithm = if mode & 1 == 0 {
+        Algorithm::Zlib {
+            level: 1 + u32::from(mode >> 1) % 9,
+        }
+    } else {
+        Algorithm::Zstd {
+            level: 1 + i32::from(mode >> 1) % 9,
+        }
+    };
+    if let Ok(plain) = decode_all(algorithm, rest) {
+        let packets = rest.len() / HEADER_LEN;
+        assert!(
+            plain.len() <= packets * MAX_PAYLOAD,
+            "more output than the headers declared"
+        );
+    }
+    let wire = encode_all(algorithm, rest);
+    let back = decode_all(algorithm, &wire).expect("Weiche's own packets decode");
+    assert!(back == rest, "compressed data did not survive");
+}
 
 /// Binlog events from the primary (the cache's follower): any bytes give an event, an error
 /// or a commit, never a panic.

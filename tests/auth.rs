@@ -68,6 +68,7 @@ async fn caching_sha2_login(addr: &str, password: &str) -> Vec<Vec<u8>> {
         database: Some(b"weiche".to_vec()),
         auth_plugin: Some(auth::CACHING_SHA2.to_vec()),
         connect_attrs: None,
+        zstd_level: None,
     };
     let mut buf = BytesMut::new();
     login.encode(&mut buf);

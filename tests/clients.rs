@@ -5,16 +5,20 @@
 //! The `split_*` scripts run application patterns (SET NAMES, time_zone, USE, user variables,
 //! temporary tables, LAST_INSERT_ID(), FOUND_ROWS(), GET_LOCK, transactions, autocommit=0,
 //! prepared statements reused 1,000 times, SHOW WARNINGS) through a splitting Weiche.
+//! The `compressed_*` tests run them on the compressed protocol (DB_COMPRESS=1) both ways, with
+//! Weiche's backend connections compressed or not; each script prints the connection's
+//! `Compression` status, which must say ON through Weiche as it does directly.
 
 mod common;
 
 use common::{app_password, app_user, host_port, primary, Weiche};
 use std::process::Command;
 
-fn run_client(program: &str, args: &[&str], addr: &str, prefix: &str) -> String {
+fn run_client(program: &str, args: &[&str], addr: &str, prefix: &str, compress: bool) -> String {
     let (host, port) = host_port(addr);
     let out = Command::new(program)
         .args(args)
+        .env("DB_COMPRESS", if compress { "1" } else { "0" })
         .env("DB_HOST", host)
         .env("DB_PORT", port.to_string())
         .env("DB_USER", app_user())
@@ -42,9 +46,38 @@ fn same_through_split(program: &str, script: &str, prefix: &str) {
 }
 
 fn same_through(w: Weiche, program: &str, script: &str, prefix: &str) {
+    same_through_with(w, program, script, prefix, false)
+}
+
+/// The same on the compressed protocol.
+fn same_compressed(w: Weiche, program: &str, script: &str, prefix: &str) {
+    same_through_with(w, program, script, prefix, true)
+}
+
+fn same_through_with(w: Weiche, program: &str, script: &str, prefix: &str, compress: bool) {
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
-    let direct = run_client(program, &[&path], &primary(), &format!("{prefix}d_"));
-    let proxied = run_client(program, &[&path], &w.addr(), &format!("{prefix}w_"));
+    let direct = run_client(
+        program,
+        &[&path],
+        &primary(),
+        &format!("{prefix}d_"),
+        compress,
+    );
+    let proxied = run_client(
+        program,
+        &[&path],
+        &w.addr(),
+        &format!("{prefix}w_"),
+        compress,
+    );
+    if compress {
+        assert!(
+            direct
+                .lines()
+                .any(|l| l.starts_with("compression:") && l.ends_with("ON")),
+            "{script} did not get a compressed connection directly:\n{direct}"
+        );
+    }
     assert!(
         direct.lines().count() > 5,
         "the script printed too little:\n{direct}"
@@ -96,4 +129,66 @@ fn split_php_pdo() {
 #[test]
 fn split_python_pymysql() {
     same_through_split("/usr/bin/python3", "split_pymysql.py", "spymysql_");
+}
+
+#[test]
+fn compressed_mariadb_cli() {
+    same_compressed(Weiche::start(), "bash", "cli.sh", "ccli_");
+}
+
+#[test]
+fn compressed_mariadb_cli_to_a_compressed_backend() {
+    same_compressed(
+        Weiche::start_primary_compressed(""),
+        "bash",
+        "cli.sh",
+        "cclib_",
+    );
+}
+
+#[test]
+fn compressed_php_mysqli_to_a_compressed_backend() {
+    same_compressed(
+        Weiche::start_primary_compressed(""),
+        "php",
+        "mysqli.php",
+        "cmysqli_",
+    );
+}
+
+#[test]
+fn compressed_php_pdo() {
+    // PDO sends SHOW STATUS as a prepared statement: the server answers it for Weiche's
+    // connection, so that connection is compressed too here (see docs/compression.md).
+    same_compressed(
+        Weiche::start_primary_compressed(""),
+        "php",
+        "pdo.php",
+        "cpdo_",
+    );
+}
+
+#[test]
+fn compressed_python_mysqlclient() {
+    same_compressed(
+        Weiche::start(),
+        "/usr/bin/python3",
+        "mysqlclient_client.py",
+        "cmyc_",
+    );
+}
+
+#[test]
+fn compressed_python_mysqlclient_to_a_compressed_backend() {
+    same_compressed(
+        Weiche::start_primary_compressed(""),
+        "/usr/bin/python3",
+        "mysqlclient_client.py",
+        "cmycb_",
+    );
+}
+
+#[test]
+fn python_mysqlclient_uncompressed() {
+    same_through_weiche("/usr/bin/python3", "mysqlclient_client.py", "myc_");
 }

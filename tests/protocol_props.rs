@@ -1,5 +1,6 @@
 //! Property tests: random byte streams fed to the framer, the response walker, the handshake
-//! decoders, the lexer and classifier, and the Lua packet decoders never panic. They run the
+//! decoders, the lexer and classifier, the Lua packet decoders and the compressed protocol's
+//! decoder never panic. They run the
 //! fuzz targets' entry points (src/fuzz.rs), and every input a fuzzer found a crash with
 //! (tests/data/fuzz/<target>/) stays a regression test.
 
@@ -66,6 +67,28 @@ proptest! {
     #[test]
     fn binlog_events_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         fuzz::binlog(&bytes);
+    }
+
+    #[test]
+    fn decompressor_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        fuzz::decompress(&bytes);
+    }
+
+    #[test]
+    fn decompressor_on_well_formed_headers(
+        mode in any::<u8>(),
+        packets in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..200), 0usize..100_000), 1..4),
+    ) {
+        // Headers that frame their payload exactly, with any declared length: the payloads
+        // are not valid zlib or zstd, or inflate to another length; either way an error.
+        let mut wire = vec![mode];
+        for (payload, declared) in &packets {
+            let n = payload.len();
+            wire.extend_from_slice(&[n as u8, (n >> 8) as u8, 0, 0]);
+            wire.extend_from_slice(&[*declared as u8, (*declared >> 8) as u8, (*declared >> 16) as u8]);
+            wire.extend_from_slice(payload);
+        }
+        fuzz::decompress(&wire);
     }
 
     #[test]

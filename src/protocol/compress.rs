@@ -347,6 +347,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Compressed<S> {
     }
 }
 
+/// Decode compressed packets held whole in `wire` (the fuzzers' entry): the plain bytes, or the
+/// first error. Bytes after the last whole packet are left alone.
+pub fn decode_all(algorithm: Algorithm, wire: &[u8]) -> Result<Vec<u8>, CompressError> {
+    let mut c = Compressed::new((), algorithm);
+    c.raw = wire.to_vec();
+    c.end = wire.len();
+    let mut out = Vec::new();
+    while c.decode_one()? {
+        out.extend_from_slice(&c.plain);
+        c.plain.clear();
+    }
+    Ok(out)
+}
+
+/// `data` in compressed packets, as Weiche sends it.
+pub fn encode_all(algorithm: Algorithm, data: &[u8]) -> Vec<u8> {
+    let mut c = Compressed::new((), algorithm);
+    for piece in data.chunks(MAX_PAYLOAD) {
+        c.encode(piece);
+    }
+    c.out
+}
+
 fn u24(b: &[u8]) -> usize {
     b[0] as usize | (b[1] as usize) << 8 | (b[2] as usize) << 16
 }

@@ -37,7 +37,9 @@ impl RelayError {
 }
 
 /// Send a command to the server: `first` is its first packet, already read. A command of 16 MiB
-/// or more continues in further packets, which are streamed through as they arrive.
+/// or more continues in further packets, which are streamed through as they arrive, numbered
+/// after the first: a client on the compressed protocol (the MariaDB CLI, libmariadb) numbers
+/// them all 0, which only a compressed connection's reader lets pass.
 pub async fn forward_command(
     client: &mut Framed<Stream>,
     server: &mut Framed<Stream>,
@@ -47,12 +49,15 @@ pub async fn forward_command(
     server.queue_chunk(first);
     let mut total = first.payload.len();
     let mut more = first.continues();
+    let mut seq = first.seq;
     while more {
         server.flush().await.map_err(RelayError::Server)?;
-        let c = client
+        let mut c = client
             .read_chunk(MAX_CHUNK)
             .await
             .map_err(RelayError::Client)?;
+        seq = seq.wrapping_add(1);
+        c.seq = seq;
         total += c.payload.len();
         if total > max {
             return Err(RelayError::CommandTooLarge { max });
@@ -121,6 +126,8 @@ pub async fn relay_response(
     // `skip`: bytes of a skimmed packet's payload not yet received.
     let mut pos = 0usize;
     let mut skip = 0usize;
+    // The sequence id of the server's last packet header walked (a LOAD DATA request's).
+    let mut last_seq = 0u8;
     loop {
         let mut infile = false;
         while !infile {
@@ -137,9 +144,10 @@ pub async fn relay_response(
             if walker.is_done() {
                 break;
             }
-            let Some((len, _)) = peek_header(&buf[pos..]) else {
+            let Some((len, seq)) = peek_header(&buf[pos..]) else {
                 break;
             };
+            last_seq = seq;
             let body = pos + HEADER_LEN;
             let first = buf.get(body).copied();
             if len > 0 && first.is_none() {
@@ -211,7 +219,7 @@ pub async fn relay_response(
             }
         }
         if infile {
-            relay_local_infile(client, server).await?;
+            relay_local_infile(client, server, last_seq.wrapping_add(1)).await?;
             continue;
         }
         if walker.is_done() && skip == 0 {
@@ -222,16 +230,21 @@ pub async fn relay_response(
 }
 
 /// LOAD DATA LOCAL INFILE: the client sends the file as packets ending with an empty one; each
-/// is passed to the server as it comes, never the whole file at once.
+/// is passed to the server as it comes, never the whole file at once, numbered from `seq` (the
+/// request's + 1) as the server expects: a compressed client's own numbers are not checked by
+/// servers, and some clients do not keep them.
 async fn relay_local_infile(
     client: &mut Framed<Stream>,
     server: &mut Framed<Stream>,
+    mut seq: u8,
 ) -> Result<(), RelayError> {
     loop {
-        let c = client
+        let mut c = client
             .read_chunk(MAX_CHUNK)
             .await
             .map_err(RelayError::Client)?;
+        c.seq = seq;
+        seq = seq.wrapping_add(1);
         server.queue_chunk(&c);
         let last = c.payload.is_empty();
         // Batch the packets already received into one write.

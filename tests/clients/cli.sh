@@ -28,6 +28,8 @@ MYSQL=(
   --batch --raw --skip-column-names --local-infile=1
   --default-character-set=utf8mb4 --max-allowed-packet=64M
 )
+# DB_COMPRESS=1: every connection uses the compressed protocol.
+[[ ${DB_COMPRESS:-} == 1 ]] && MYSQL+=(--compress)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/weiche-cli.XXXXXX")
 SLEEPER_PID=""
@@ -53,6 +55,8 @@ done
 # would not stop the script under set -e.)
 res=$(q 'SELECT DATABASE(), @@character_set_client' | join_cols)
 out connect "ok $res"
+res=$(q "SHOW STATUS LIKE 'Compression'" | join_cols)
+out compression "$res"
 
 # --- schema -----------------------------------------------------------------
 q "DROP TABLE IF EXISTS \`${P}types\`, \`${P}load\`, \`${P}big\`;

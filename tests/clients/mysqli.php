@@ -27,7 +27,9 @@ function connect(array $c): mysqli
 {
     $m = mysqli_init();
     $m->options(MYSQLI_OPT_LOCAL_INFILE, true);
-    $m->real_connect($c['host'], $c['user'], $c['password'], $c['db'], $c['port']);
+    // DB_COMPRESS=1: the compressed protocol.
+    $flags = getenv('DB_COMPRESS') === '1' ? MYSQLI_CLIENT_COMPRESS : 0;
+    $m->real_connect($c['host'], $c['user'], $c['password'], $c['db'], $c['port'], null, $flags);
     $m->set_charset('utf8mb4');
     return $m;
 }
@@ -57,6 +59,8 @@ run_main(function () {
     $m = connect($c);
     out('connect', 'ok database=' . scalar($m, 'SELECT DATABASE()')
         . ' charset=' . $m->character_set_name());
+    $r = $m->query("SHOW STATUS LIKE 'Compression'")->fetch_row();
+    out('compression', $r[1]);
 
     // --- schema ---------------------------------------------------------
     foreach (ddl($p) as $sql) {

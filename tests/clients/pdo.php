@@ -22,6 +22,8 @@ function connect(array $c): PDO
         PDO::MYSQL_ATTR_LOCAL_INFILE => true,
         PDO::MYSQL_ATTR_MULTI_STATEMENTS => true,
         PDO::ATTR_STRINGIFY_FETCHES => false,
+        // DB_COMPRESS=1: the compressed protocol.
+        PDO::MYSQL_ATTR_COMPRESS => getenv('DB_COMPRESS') === '1',
     ]);
 }
 
@@ -63,6 +65,8 @@ run_main(function () {
     out('connect', 'ok database=' . scalar($pdo, 'SELECT DATABASE()')
         . ' charset=' . scalar($pdo, 'SELECT @@character_set_client')
         . ' emulate_prepares=' . var_export($pdo->getAttribute(PDO::ATTR_EMULATE_PREPARES), true));
+    $r = $pdo->query("SHOW STATUS LIKE 'Compression'")->fetch(PDO::FETCH_NUM);
+    out('compression', $r[1]);
 
     // --- schema ---------------------------------------------------------
     foreach (ddl($p) as $sql) {

@@ -170,6 +170,15 @@ impl Weiche {
         Self::start_backends_config(&backends, extra)
     }
 
+    /// The sandbox primary as the only backend, its connections on the compressed protocol.
+    pub fn start_primary_compressed(extra: &str) -> Weiche {
+        let backends = format!(
+            "[[backends]]\naddress = \"{}\"\nrole = \"primary\"\ncompress = true\n\n",
+            primary()
+        );
+        Self::start_backends_config(&backends, extra)
+    }
+
     fn start_backends_config(backends: &str, extra: &str) -> Weiche {
         let path = Self::write_config(backends, extra);
         Self::start_with(&["--config", path.to_str().expect("utf-8 path")])

@@ -106,6 +106,7 @@ impl Raw {
             database: db.map(|d| d.as_bytes().to_vec()),
             auth_plugin: Some(auth::NATIVE_PASSWORD.to_vec()),
             connect_attrs: None,
+            zstd_level: None,
         };
         let mut buf = BytesMut::new();
         login.encode(&mut buf);
