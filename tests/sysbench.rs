@@ -1,5 +1,5 @@
 //! sysbench oltp_read_write through a splitting Weiche, with server-side prepared statements and
-//! with the text protocol: it must finish with zero errors. Deadlocks (1213) are the one error
+//! with the text protocol, and on the compressed protocol: it must finish with zero errors. Deadlocks (1213) are the one error
 //! the workload itself produces on a direct connection too; sysbench retries them, and any other
 //! error ends the run and fails the test.
 
@@ -9,6 +9,10 @@ use common::{app_password, app_user, host_port, primary, Weiche};
 use std::process::Command;
 
 fn sysbench(addr: &str, ps_mode: &str, command: &str, time: u32) -> String {
+    sysbench_with(addr, ps_mode, command, time, "off")
+}
+
+fn sysbench_with(addr: &str, ps_mode: &str, command: &str, time: u32, compression: &str) -> String {
     let (host, port) = host_port(addr);
     let out = Command::new("sysbench")
         .args([
@@ -26,6 +30,7 @@ fn sysbench(addr: &str, ps_mode: &str, command: &str, time: u32) -> String {
             &format!("--db-ps-mode={ps_mode}"),
             "--report-interval=0",
             "--mysql-ignore-errors=1213",
+            &format!("--mysql-compression={compression}"),
             command,
         ])
         .output()
@@ -57,11 +62,18 @@ fn oltp_read_write_has_no_errors() {
     sysbench(&direct, "disable", "prepare", 1);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let w = Weiche::start_split();
-    for mode in ["auto", "disable"] {
-        let report = sysbench(&w.addr(), mode, "run", 8);
+    for (mode, compression) in [("auto", "off"), ("disable", "off"), ("auto", "on")] {
+        let report = sysbench_with(&w.addr(), mode, "run", 8, compression);
         let total = counter(&report, "total:");
-        assert!(total > 1000, "{mode}: too few queries:\n{report}");
-        assert_eq!(counter(&report, "reconnects:"), 0, "{mode}:\n{report}");
+        assert!(
+            total > 1000,
+            "{mode} compression={compression}: too few queries:\n{report}"
+        );
+        assert_eq!(
+            counter(&report, "reconnects:"),
+            0,
+            "{mode} compression={compression}:\n{report}"
+        );
     }
     sysbench(&direct, "disable", "cleanup", 1);
 }

@@ -240,6 +240,18 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             script.disconnect_client(&session.conn_view());
         }
         session.end();
+        if let Some((algorithm, t)) = session.client.io.compression() {
+            // What compression saved on this session's client connection.
+            tracing::debug!(
+                target: "weiche::compression",
+                algorithm = algorithm.name(),
+                wire_in = t.wire_in,
+                plain_in = t.plain_in,
+                wire_out = t.wire_out,
+                plain_out = t.plain_out,
+                "compressed protocol"
+            );
+        }
         tracing::debug!("session ended");
         shared.registry.unregister(id);
     }
