@@ -116,6 +116,61 @@ fn the_mariadb_cli_talks_tls_to_weiche_and_weiche_to_the_servers() {
 }
 
 #[test]
+fn compression_runs_inside_tls_on_both_sides() {
+    let certs = make_certs("compress");
+    let ca = certs.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8 path");
+    let w = Weiche::start_primary_compressed(&format!(
+        "{}{}",
+        tls_config(&certs, ""),
+        backend_tls("verify", &sandbox_ca())
+    ));
+    let args = [
+        "--ssl",
+        "--ssl-ca",
+        ca,
+        "--ssl-verify-server-cert",
+        "--compress",
+        "-D",
+        "weiche",
+    ];
+    let o = mariadb(
+        &w.addr(),
+        &args,
+        "status; SHOW STATUS LIKE 'Compression'; SHOW SESSION STATUS LIKE 'Ssl_version'; \
+         SELECT seq, REPEAT('y', 200) FROM seq_1_to_100000",
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{}", &out[..out.len().min(2000)]);
+    assert!(out.contains("Cipher in use is TLS"), "client side not TLS");
+    assert!(
+        out.lines().any(|l| l.starts_with("Compression\tON")),
+        "client side not compressed"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("Ssl_version\tTLSv1.")),
+        "Weiche's backend connection is not TLS"
+    );
+    let rows = out
+        .lines()
+        .filter(|l| l.ends_with(&"y".repeat(200)))
+        .count();
+    assert_eq!(rows, 100_000, "rows of the large result");
+    // The backend connection is compressed too: a prepared SHOW STATUS reaches the server,
+    // which answers for Weiche's connection to it.
+    let o = mariadb(
+        &w.addr(),
+        &args,
+        "PREPARE s FROM \"SHOW STATUS LIKE 'Compression'\"; EXECUTE s",
+    );
+    assert!(
+        text(&o).lines().any(|l| l.starts_with("Compression\tON")),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn required_tls_refuses_plain_clients_with_a_clear_error() {
     let certs = make_certs("require");
     let w = Weiche::start_config(&tls_config(&certs, "require = true\n"));
