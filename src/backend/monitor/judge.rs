@@ -36,6 +36,8 @@ pub struct History {
     samples: VecDeque<(Instant, GtidPos)>,
     /// The writer's last known position (kept when no backend takes writes).
     pub last: Option<GtidPos>,
+    /// A Galera cluster's writer node (kept while it is usable).
+    pub galera_writer: Option<usize>,
 }
 
 const HISTORY: usize = 2048;
@@ -67,6 +69,9 @@ pub fn judge(
     max_lag: Duration,
     now: Instant,
 ) -> (Writer, Vec<Judged>) {
+    if super::galera::is_cluster(obs) {
+        return super::galera::judge(obs, &mut history.galera_writer);
+    }
     // No probe yet: a healthy backend counts as its configured role.
     let looks_primary = |o: &Observation| match &o.probe {
         Some(p) if p.detailed => p.looks_primary(),
@@ -194,6 +199,7 @@ mod tests {
             position: GtidPos::parse(pos),
             applied: GtidPos::parse(pos),
             detailed: true,
+            galera: None,
         }
     }
 
@@ -204,6 +210,7 @@ mod tests {
             position: GtidPos::parse(pos),
             applied: GtidPos::parse(pos),
             detailed: true,
+            galera: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! takes writes, each backend's role and state, lag and GTID position. A backend is down after
 //! `down_after` failed checks in a row and back after `up_after` good ones.
 
+mod galera;
 mod judge;
 mod probe;
 

@@ -1,7 +1,9 @@
 //! One check of one backend: with the monitor account, what the backend says about itself
-//! (read_only, whether and how it replicates, its GTID position), in one round trip; without
+//! (read_only, whether and how it replicates, its GTID position, a Galera node's wsrep state),
+//! in one round trip; without
 //! one, only that it accepts a connection and greets.
 
+use super::galera::{Wsrep, WSREP_QUERY};
 use crate::backend::connection::{LoginParams, ServerConnection};
 use crate::backend::gtid::GtidPos;
 use crate::backend::query::{Answer, Rows};
@@ -66,6 +68,8 @@ pub struct Probe {
     pub applied: Option<GtidPos>,
     /// The monitor could log in and ask; false for greeting-only checks.
     pub detailed: bool,
+    /// A Galera node's wsrep state (None: wsrep is off, or not a MariaDB server).
+    pub galera: Option<Wsrep>,
 }
 
 impl Probe {
@@ -133,6 +137,7 @@ impl Prober {
         if mariadb {
             conn.queue_query(b"SELECT @@read_only, @@gtid_current_pos, @@gtid_slave_pos");
             conn.queue_query(b"SHOW SLAVE STATUS");
+            conn.queue_query(WSREP_QUERY);
         } else {
             conn.queue_query(b"SELECT @@read_only, NULL, NULL");
             conn.queue_query(b"SHOW REPLICA STATUS");
@@ -140,6 +145,21 @@ impl Prober {
         conn.framed.flush().await.map_err(|e| e.to_string())?;
         let vars = rows(conn.read_answer().await)?;
         let status = rows(conn.read_answer().await);
+        let galera = if mariadb {
+            match rows(conn.read_answer().await) {
+                Ok(r) => Wsrep::from_rows(r.rows.iter().filter_map(|row| {
+                    let name = std::str::from_utf8(row.first()?.as_deref()?).ok()?;
+                    let value = std::str::from_utf8(row.get(1)?.as_deref()?).ok()?;
+                    Some((name, value))
+                })),
+                Err(e) => {
+                    tracing::debug!(backend = %self.address, "wsrep status: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let read_only = vars.rows.first().and_then(|r| r.first()).cloned().flatten();
         let read_only = read_only.as_deref().is_some_and(|v| v != b"0");
         let text = |col: usize| {
@@ -171,6 +191,7 @@ impl Prober {
             position: position.as_deref().and_then(GtidPos::parse),
             replication,
             detailed: true,
+            galera,
         })
     }
 }

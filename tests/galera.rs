@@ -1,0 +1,293 @@
+//! A 3-node Galera cluster (scripts/sandbox-galera, started here when it is not up) behind
+//! Weiche: writes go to one node, reads to the other synced nodes; a desynced node takes no
+//! reads until it is synced again; and when the writer node is killed under a write load, writes
+//! move to another node with no acknowledged write lost or duplicated. The failover time (the
+//! longest time without an acknowledged write from the kill on) is printed.
+
+mod common;
+
+use common::{app_password, app_user, opts, table, Weiche};
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn sandbox(cmd: &str) -> String {
+    let script = format!("{}/scripts/sandbox-galera", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&script)
+        .arg(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "sandbox-galera {cmd}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The nodes' addresses, from `scripts/sandbox-galera env`.
+fn nodes() -> Vec<String> {
+    let env = sandbox("env");
+    env.trim()
+        .strip_prefix("export WEICHE_GALERA_NODES=")
+        .expect("WEICHE_GALERA_NODES")
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+fn root(addr: &str) -> mysql_async::Opts {
+    let (host, port) = common::host_port(addr);
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some("root"))
+        .prefer_socket(false)
+        .into()
+}
+
+fn start_weiche(nodes: &[String]) -> Weiche {
+    let mut text = String::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let role = if i == 0 { "primary" } else { "replica" };
+        text.push_str(&format!(
+            "[[backends]]\naddress = \"{n}\"\nrole = \"{role}\"\n\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
+         [monitor]\nuser = \"monitor\"\npassword = \"monitor-secret\"\ninterval = 0.2\ntimeout = 0.5\n",
+        app_user(),
+        app_password()
+    ));
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.toml", table("galera")));
+    std::fs::write(&path, text).expect("write config");
+    Weiche::start_with(&["--config", path.to_str().expect("utf-8 path")])
+}
+
+/// The ports that `n` reads through Weiche ran on.
+async fn read_ports(c: &mut Conn, n: usize) -> HashMap<u16, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let port: Option<u16> = c.query_first("SELECT @@port").await.expect("read");
+        *seen.entry(port.expect("a port")).or_default() += 1;
+    }
+    seen
+}
+
+/// Poll until `ok` holds for a batch of reads, at most `within`.
+async fn reads_until(
+    c: &mut Conn,
+    within: Duration,
+    ok: impl Fn(&HashMap<u16, usize>) -> bool,
+) -> HashMap<u16, usize> {
+    let start = Instant::now();
+    loop {
+        let seen = read_ports(c, 20).await;
+        if ok(&seen) || start.elapsed() > within {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The port the writer node has (a transaction runs there).
+async fn writer_port(c: &mut Conn) -> u16 {
+    let mut t = c
+        .start_transaction(Default::default())
+        .await
+        .expect("begin");
+    let p: Option<u16> = t.query_first("SELECT @@port").await.expect("select");
+    t.commit().await.expect("commit");
+    p.expect("a port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
+    sandbox("start");
+    let nodes = nodes();
+    let ports: Vec<u16> = nodes.iter().map(|n| port_of(n)).collect();
+    let w = start_weiche(&nodes);
+    let mut c = Conn::new(opts(&w.addr())).await.expect("connect");
+
+    // Writes on one node (node1, the configured primary, unless it was a donor when the
+    // monitor first looked: the writer then stays where it moved), reads on the two others.
+    let start = Instant::now();
+    let (mut writer, mut seen) = (0, HashMap::new());
+    while start.elapsed() < Duration::from_secs(10) {
+        writer = writer_port(&mut c).await;
+        seen = read_ports(&mut c, 20).await;
+        if seen.len() == 2 && !seen.contains_key(&writer) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let w_at = ports
+        .iter()
+        .position(|&p| p == writer)
+        .expect("a node's port");
+    let readers: Vec<u16> = ports.iter().copied().filter(|&p| p != writer).collect();
+    assert!(
+        seen.len() == 2 && !seen.contains_key(&writer),
+        "reads: {seen:?} (nodes {ports:?}, writer {writer})"
+    );
+
+    // A desynced node takes no reads, and takes them again once synced.
+    let desynced = readers[1];
+    let d_at = ports
+        .iter()
+        .position(|&p| p == desynced)
+        .expect("a node's port");
+    let mut nd = Conn::new(root(&nodes[d_at]))
+        .await
+        .expect("the node to desync");
+    nd.query_drop("SET GLOBAL wsrep_desync = ON").await.unwrap();
+    let seen = reads_until(&mut c, Duration::from_secs(10), |s| {
+        s.keys().all(|&p| p == readers[0])
+    })
+    .await;
+    nd.query_drop("SET GLOBAL wsrep_desync = OFF")
+        .await
+        .unwrap();
+    assert!(
+        seen.keys().all(|&p| p == readers[0]),
+        "a desynced node took reads: {seen:?}"
+    );
+    let seen = reads_until(&mut c, Duration::from_secs(10), |s| {
+        s.contains_key(&desynced)
+    })
+    .await;
+    assert!(
+        seen.contains_key(&desynced),
+        "the node did not come back: {seen:?}"
+    );
+    drop(nd);
+
+    // Kill the writer under a write load: writes move to node2; every acknowledged write is
+    // there exactly once.
+    let t = table("galera_ledger");
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id BIGINT AUTO_INCREMENT PRIMARY KEY, wid VARCHAR(40) NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    let acked: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for k in 0..4 {
+        let (addr, t, acked, stop) = (w.addr(), t.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let wid = format!("w{k}-{n}");
+                if conn.is_none() {
+                    conn = Conn::new(opts(&addr)).await.ok();
+                }
+                let Some(cn) = conn.as_mut() else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                match cn
+                    .exec_drop(format!("INSERT INTO {t} (wid) VALUES (?)"), (wid.clone(),))
+                    .await
+                {
+                    Ok(()) => acked.lock().unwrap().push((wid, Instant::now())),
+                    Err(_) => {
+                        // Outcome unknown: not counted; a new connection for the next.
+                        conn = None;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid_file = format!(
+        "{}/node{}/node.pid",
+        std::env::var("WEICHE_GALERA_DIR").unwrap_or_else(|_| "/tmp/weiche-galera".into()),
+        w_at + 1
+    );
+    let pid = std::fs::read_to_string(&pid_file).expect("the writer node's pid");
+    let killed = Instant::now();
+    let status = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in writers {
+        h.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    // The outage: the longest time without an acknowledged write from the kill on.
+    let mut times: Vec<Instant> = acked.iter().map(|(_, at)| *at).collect();
+    times.sort();
+    let last_before = times.iter().rev().find(|t| **t <= killed).copied();
+    let after: Vec<Instant> = times.iter().filter(|t| **t > killed).copied().collect();
+    assert!(
+        !after.is_empty(),
+        "no write was acknowledged after the kill"
+    );
+    let mut outage = Duration::ZERO;
+    let mut prev = last_before.unwrap_or(killed);
+    for t in &after {
+        outage = outage.max(t.duration_since(prev));
+        prev = *t;
+    }
+    println!(
+        "galera failover: writes stopped for at most {:.2} s after the writer node was killed \
+         (monitor interval 0.2 s, down after 2 failed checks); {} writes acknowledged, {} after \
+         the kill",
+        outage.as_secs_f64(),
+        acked.len(),
+        after.len()
+    );
+    let mut c = Conn::new(opts(&w.addr())).await.expect("reconnect");
+    let new_writer = writer_port(&mut c).await;
+    assert!(
+        readers.contains(&new_writer),
+        "writes did not move: {new_writer}"
+    );
+    let n_at = ports
+        .iter()
+        .position(|&p| p == new_writer)
+        .expect("a node's port");
+    let mut n2 = Conn::new(root(&nodes[n_at])).await.expect("the new writer");
+    let rows: Vec<(String, u64)> = n2
+        .query(format!("SELECT wid, COUNT(*) FROM weiche.{t} GROUP BY wid"))
+        .await
+        .unwrap();
+    let counts: HashMap<String, u64> = rows.into_iter().collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .map(|(w, _)| w)
+        .filter(|w| !counts.contains_key(*w))
+        .collect();
+    let dup: HashSet<&String> = counts
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(w, _)| w)
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(dup.is_empty(), "writes applied twice: {dup:?}");
+    assert!(acked.len() > 20, "too few writes: {}", acked.len());
+    n2.query_drop(format!("DROP TABLE weiche.{t}"))
+        .await
+        .unwrap();
+    // The cluster is left with node1 dead: the next start rebuilds it.
+}
