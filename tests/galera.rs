@@ -1,6 +1,7 @@
 //! A 3-node Galera cluster (scripts/sandbox-galera, started here when it is not up) behind
-//! Weiche: writes go to one node, reads to the other synced nodes; a desynced node takes no
-//! reads until it is synced again; and when the writer node is killed under a write load, writes
+//! Weiche: writes go to one node, reads to the other synced nodes; a session reads its own
+//! writes; a desynced node, and a node cut off (SIGSTOP), take no reads until they are synced
+//! again; and when the writer node is killed under a write load, writes
 //! move to another node with no acknowledged write lost or duplicated. The failover time (the
 //! longest time without an acknowledged write from the kill on) is printed.
 
@@ -175,6 +176,72 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
     );
     drop(nd);
 
+    // Read-your-writes: a session's read right after its write sees it (200 times).
+    let t = table("galera_ryw");
+    c.query_drop(format!(
+        "CREATE TABLE {t} (id INT PRIMARY KEY, v INT NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    for i in 0..200 {
+        c.exec_drop(format!("INSERT INTO {t} VALUES (?, ?)"), (i, i))
+            .await
+            .unwrap();
+        let n: Option<u64> = c
+            .exec_first(format!("SELECT COUNT(*) FROM {t} WHERE id = ?"), (i,))
+            .await
+            .unwrap();
+        assert_eq!(n, Some(1), "the read after write {i} missed it");
+    }
+    c.query_drop(format!("DROP TABLE {t}")).await.unwrap();
+
+    // A node cut off (SIGSTOP: silent, as behind a partition) takes no reads; once it runs
+    // again and has rejoined, it takes them again.
+    let pid_of = |at: usize| {
+        let f = format!(
+            "{}/node{}/node.pid",
+            std::env::var("WEICHE_GALERA_DIR").unwrap_or_else(|_| "/tmp/weiche-galera".into()),
+            at + 1
+        );
+        std::fs::read_to_string(&f)
+            .expect("a node's pid")
+            .trim()
+            .to_string()
+    };
+    let frozen = pid_of(d_at);
+    assert!(Command::new("kill")
+        .args(["-STOP", &frozen])
+        .status()
+        .unwrap()
+        .success());
+    let cut = Instant::now();
+    let seen = reads_until(&mut c, Duration::from_secs(15), |s| {
+        s.keys().all(|&p| p == readers[0])
+    })
+    .await;
+    let out_after = cut.elapsed();
+    assert!(Command::new("kill")
+        .args(["-CONT", &frozen])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        seen.keys().all(|&p| p == readers[0]),
+        "a cut-off node took reads: {seen:?}"
+    );
+    let seen = reads_until(&mut c, Duration::from_secs(30), |s| {
+        s.contains_key(&desynced)
+    })
+    .await;
+    assert!(
+        seen.contains_key(&desynced),
+        "the node did not come back: {seen:?}"
+    );
+    println!(
+        "galera partition: reads left the cut-off node within {:.2} s",
+        out_after.as_secs_f64()
+    );
+
     // Kill the writer under a write load: writes move to node2; every acknowledged write is
     // there exactly once.
     let t = table("galera_ledger");
@@ -216,12 +283,7 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pid_file = format!(
-        "{}/node{}/node.pid",
-        std::env::var("WEICHE_GALERA_DIR").unwrap_or_else(|_| "/tmp/weiche-galera".into()),
-        w_at + 1
-    );
-    let pid = std::fs::read_to_string(&pid_file).expect("the writer node's pid");
+    let pid = pid_of(w_at);
     let killed = Instant::now();
     let status = Command::new("kill")
         .args(["-9", pid.trim()])
