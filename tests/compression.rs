@@ -1,14 +1,17 @@
 //! The compressed protocol through Weiche, against the sandbox primary: a zlib client
 //! (mysql_async) with Weiche's backend connections compressed too (large results, a 20 MB blob
 //! each way, prepared statements, a cache hit sent compressed); a zstd client at the level it
-//! asked for, and zlib chosen when a client offers both; and a compression bomb, which gets its
-//! session an ERR and closes only that session. The real client programs on the compressed
+//! asked for, and zlib chosen when a client offers both (and the metrics that count them); and
+//! a compression bomb, which gets its session an ERR and closes only that session. The real client programs on the compressed
 //! protocol are in tests/clients.rs (`compressed_*`).
 
 mod common;
 
 use bytes::BytesMut;
-use common::{admin_opts, admin_port, app_password, app_user, opts, primary, table, Weiche};
+use common::{
+    admin_opts, admin_port, app_password, app_user, http_get, listening_port, opts, primary, table,
+    Weiche,
+};
 use mysql_async::prelude::*;
 use mysql_async::{Compression, Conn, Opts, OptsBuilder};
 use tokio::net::TcpStream;
@@ -164,7 +167,7 @@ async fn rows(f: &mut Framed<Stream>, sql: &str) -> (usize, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zstd_client_gets_zstd_and_one_offering_both_gets_zlib() {
-    let w = Weiche::start_primary_config("");
+    let w = Weiche::start_primary_config("[http]\naddress = \"127.0.0.1:0\"\n");
     let sql = "SELECT seq, REPEAT('z', seq % 100) FROM seq_1_to_50000";
     // Decoding with zstd succeeds only if Weiche sends zstd.
     let mut z = raw_login(
@@ -189,6 +192,41 @@ async fn a_zstd_client_gets_zstd_and_one_offering_both_gets_zlib() {
     .await;
     let (n, _) = rows(&mut both, sql).await;
     assert_eq!(n, 50_000);
+
+    // The metrics count the sessions by algorithm and, once they end, their bytes.
+    drop(z);
+    drop(both);
+    let http = listening_port(&w, "http interface listening");
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = http_get(http, "/metrics").1;
+        if !metrics.contains("form=\"wire\"} 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    };
+    assert_eq!(
+        value("weiche_compressed_sessions_total{algorithm=\"zstd\"}"),
+        1
+    );
+    assert_eq!(
+        value("weiche_compressed_sessions_total{algorithm=\"zlib\"}"),
+        1
+    );
+    let wire = value("weiche_compressed_bytes_total{direction=\"sent\",form=\"wire\"}");
+    let plain = value("weiche_compressed_bytes_total{direction=\"sent\",form=\"plain\"}");
+    assert!(
+        plain > 2 * 1_000_000 && wire * 4 < plain,
+        "sent {plain} bytes, {wire} on the wire"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,6 +71,41 @@ pub fn families(shared: &Shared, out: &mut String) {
 
     head(
         out,
+        "weiche_compressed_sessions_total",
+        "counter",
+        "Client sessions on the compressed protocol, by algorithm.",
+    );
+    for (i, a) in ["zlib", "zstd"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "weiche_compressed_sessions_total{{algorithm=\"{a}\"}} {}",
+            m.compressed_sessions[i].load(Relaxed)
+        );
+    }
+    head(
+        out,
+        "weiche_compressed_bytes_total",
+        "counter",
+        "Bytes of ended compressed client sessions, on the wire and before compression.",
+    );
+    for (i, (dir, form)) in [
+        ("received", "wire"),
+        ("received", "plain"),
+        ("sent", "wire"),
+        ("sent", "plain"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = writeln!(
+            out,
+            "weiche_compressed_bytes_total{{direction=\"{dir}\",form=\"{form}\"}} {}",
+            m.compressed_bytes[i].load(Relaxed)
+        );
+    }
+
+    head(
+        out,
         "weiche_limit_refusals_total",
         "counter",
         "Clients refused or closed by a limit ([limits], proxy.max_packet_size).",

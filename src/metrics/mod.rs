@@ -129,6 +129,11 @@ pub struct Metrics {
     /// Commits whose GTID could not be published for other instances
     /// (routing.shared_read_your_writes).
     pub shared_writes_unpublished: AtomicU64,
+    /// Client sessions on the compressed protocol, zlib and zstd.
+    pub compressed_sessions: [AtomicU64; 2],
+    /// Bytes of ended compressed client sessions: received on the wire, received before
+    /// compression, sent on the wire, sent before compression.
+    pub compressed_bytes: [AtomicU64; 4],
 }
 
 impl Metrics {
@@ -140,6 +145,25 @@ impl Metrics {
             digests: Digests::new(max_digests),
             started: std::time::Instant::now(),
             shared_writes_unpublished: AtomicU64::new(0),
+            compressed_sessions: Default::default(),
+            compressed_bytes: Default::default(),
+        }
+    }
+
+    /// A client session switched to the compressed protocol.
+    pub fn compressed_session(&self, algorithm: crate::protocol::compress::Algorithm) {
+        let i = matches!(algorithm, crate::protocol::compress::Algorithm::Zstd { .. }) as usize;
+        self.compressed_sessions[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A compressed client session ended with this traffic.
+    pub fn compressed_traffic(&self, t: &crate::protocol::compress::Traffic) {
+        for (c, n) in
+            self.compressed_bytes
+                .iter()
+                .zip([t.wire_in, t.plain_in, t.wire_out, t.plain_out])
+        {
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 

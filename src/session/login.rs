@@ -476,6 +476,7 @@ impl NewClient<'_> {
             .negotiate(asked & cap::COMPRESS != 0, zstd)
         {
             tracing::debug!(algorithm = algorithm.name(), "compressed protocol");
+            session.shared.metrics.compressed_session(algorithm);
             session.client.io.compress(algorithm, false);
         }
         Ok(Some(session))

@@ -241,6 +241,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         }
         session.end();
         if let Some((algorithm, t)) = session.client.io.compression() {
+            shared.metrics.compressed_traffic(&t);
             // What compression saved on this session's client connection.
             tracing::debug!(
                 target: "weiche::compression",
