@@ -8,10 +8,7 @@
 mod common;
 
 use bytes::BytesMut;
-use common::{
-    admin_opts, admin_port, app_password, app_user, http_get, listening_port, opts, primary, table,
-    Weiche,
-};
+use common::{app_password, app_user, http_get, listening_port, opts, primary, table, Weiche};
 use mysql_async::prelude::*;
 use mysql_async::{Compression, Conn, Opts, OptsBuilder};
 use tokio::net::TcpStream;
@@ -40,15 +37,9 @@ async fn compression_status(c: &mut Conn) -> String {
 }
 
 async fn cache_hits(w: &Weiche) -> u64 {
-    let mut a = Conn::new(admin_opts(admin_port(w), "admin-secret"))
-        .await
-        .expect("admin login");
-    let rows: Vec<(String, String)> = a.query("SHOW CACHE").await.expect("SHOW CACHE");
-    a.disconnect().await.ok();
-    rows.into_iter()
-        .find(|(k, _)| k == "hits")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("SHOW CACHE hits")
+    let mut a = common::binlog::admin(w).await;
+    let hits = common::binlog::show_cache(&mut a, "hits").await;
+    hits.parse().expect("SHOW CACHE hits")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::binlog::root_opts;
 use common::{app_password, app_user, opts, table, Weiche};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
@@ -47,16 +48,6 @@ fn port_of(addr: &str) -> u16 {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port")
-}
-
-fn root(addr: &str) -> mysql_async::Opts {
-    let (host, port) = common::host_port(addr);
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname(host)
-        .tcp_port(port)
-        .user(Some("root"))
-        .prefer_socket(false)
-        .into()
 }
 
 fn start_weiche(nodes: &[String]) -> Weiche {
@@ -102,6 +93,45 @@ async fn reads_until(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Within `within`, reads end up on `only` alone; how long that took. `what` names the node
+/// that must have left the reads.
+async fn reads_only_on(c: &mut Conn, only: u16, within: Duration, what: &str) -> Duration {
+    let start = Instant::now();
+    let seen = reads_until(c, within, |s| s.keys().all(|&p| p == only)).await;
+    assert!(
+        seen.keys().all(|&p| p == only),
+        "{what} took reads: {seen:?}"
+    );
+    start.elapsed()
+}
+
+/// Within `within`, the node on `port` takes reads again.
+async fn reads_reach(c: &mut Conn, port: u16, within: Duration) {
+    let seen = reads_until(c, within, |s| s.contains_key(&port)).await;
+    assert!(
+        seen.contains_key(&port),
+        "the node did not come back: {seen:?}"
+    );
+}
+
+/// The pid of node `at` (0-based), from the sandbox's pid file.
+fn pid_of(at: usize) -> String {
+    let f = format!(
+        "{}/node{}/node.pid",
+        std::env::var("WEICHE_GALERA_DIR").unwrap_or_else(|_| "/tmp/weiche-galera".into()),
+        at + 1
+    );
+    std::fs::read_to_string(&f)
+        .expect("a node's pid")
+        .trim()
+        .to_string()
+}
+
+fn signal(pid: &str, sig: &str) {
+    let status = Command::new("kill").args([sig, pid]).status().unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
 }
 
 /// The port the writer node has (a transaction runs there).
@@ -151,29 +181,21 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
         .iter()
         .position(|&p| p == desynced)
         .expect("a node's port");
-    let mut nd = Conn::new(root(&nodes[d_at]))
+    let mut nd = Conn::new(root_opts(&nodes[d_at]))
         .await
         .expect("the node to desync");
     nd.query_drop("SET GLOBAL wsrep_desync = ON").await.unwrap();
-    let seen = reads_until(&mut c, Duration::from_secs(10), |s| {
-        s.keys().all(|&p| p == readers[0])
-    })
+    reads_only_on(
+        &mut c,
+        readers[0],
+        Duration::from_secs(10),
+        "a desynced node",
+    )
     .await;
     nd.query_drop("SET GLOBAL wsrep_desync = OFF")
         .await
         .unwrap();
-    assert!(
-        seen.keys().all(|&p| p == readers[0]),
-        "a desynced node took reads: {seen:?}"
-    );
-    let seen = reads_until(&mut c, Duration::from_secs(10), |s| {
-        s.contains_key(&desynced)
-    })
-    .await;
-    assert!(
-        seen.contains_key(&desynced),
-        "the node did not come back: {seen:?}"
-    );
+    reads_reach(&mut c, desynced, Duration::from_secs(10)).await;
     drop(nd);
 
     // Read-your-writes: a session's read right after its write sees it (200 times).
@@ -197,46 +219,17 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
 
     // A node cut off (SIGSTOP: silent, as behind a partition) takes no reads; once it runs
     // again and has rejoined, it takes them again.
-    let pid_of = |at: usize| {
-        let f = format!(
-            "{}/node{}/node.pid",
-            std::env::var("WEICHE_GALERA_DIR").unwrap_or_else(|_| "/tmp/weiche-galera".into()),
-            at + 1
-        );
-        std::fs::read_to_string(&f)
-            .expect("a node's pid")
-            .trim()
-            .to_string()
-    };
     let frozen = pid_of(d_at);
-    assert!(Command::new("kill")
-        .args(["-STOP", &frozen])
-        .status()
-        .unwrap()
-        .success());
-    let cut = Instant::now();
-    let seen = reads_until(&mut c, Duration::from_secs(15), |s| {
-        s.keys().all(|&p| p == readers[0])
-    })
+    signal(&frozen, "-STOP");
+    let out_after = reads_only_on(
+        &mut c,
+        readers[0],
+        Duration::from_secs(15),
+        "a cut-off node",
+    )
     .await;
-    let out_after = cut.elapsed();
-    assert!(Command::new("kill")
-        .args(["-CONT", &frozen])
-        .status()
-        .unwrap()
-        .success());
-    assert!(
-        seen.keys().all(|&p| p == readers[0]),
-        "a cut-off node took reads: {seen:?}"
-    );
-    let seen = reads_until(&mut c, Duration::from_secs(30), |s| {
-        s.contains_key(&desynced)
-    })
-    .await;
-    assert!(
-        seen.contains_key(&desynced),
-        "the node did not come back: {seen:?}"
-    );
+    signal(&frozen, "-CONT");
+    reads_reach(&mut c, desynced, Duration::from_secs(30)).await;
     println!(
         "galera partition: reads left the cut-off node within {:.2} s",
         out_after.as_secs_f64()
@@ -285,11 +278,7 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = pid_of(w_at);
     let killed = Instant::now();
-    let status = Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&pid, "-9");
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for h in writers {
@@ -329,7 +318,9 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
         .iter()
         .position(|&p| p == new_writer)
         .expect("a node's port");
-    let mut n2 = Conn::new(root(&nodes[n_at])).await.expect("the new writer");
+    let mut n2 = Conn::new(root_opts(&nodes[n_at]))
+        .await
+        .expect("the new writer");
     let rows: Vec<(String, u64)> = n2
         .query(format!("SELECT wid, COUNT(*) FROM weiche.{t} GROUP BY wid"))
         .await

@@ -18,7 +18,6 @@
 //! memory. The compressor and decompressor states are per worker thread (a zlib compressor
 //! holds some 300 KiB): a thousand idle compressed clients hold none.
 
-use bytes::{Buf, BytesMut};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -89,8 +88,10 @@ pub struct Compressed<S> {
     raw: Vec<u8>,
     start: usize,
     end: usize,
-    /// Decoded bytes not yet read by the framing.
-    plain: BytesMut,
+    /// Decoded bytes: `plain[taken..]` is not yet read by the framing. A packet is decoded
+    /// only once the last one was read, straight into this buffer.
+    plain: Vec<u8>,
+    taken: usize,
     /// Compressed packets not yet written: `out[sent..]`.
     out: Vec<u8>,
     sent: usize,
@@ -154,7 +155,8 @@ impl<S> Compressed<S> {
             raw: Vec::new(),
             start: 0,
             end: 0,
-            plain: BytesMut::new(),
+            plain: Vec::new(),
+            taken: 0,
             out: Vec::new(),
             sent: 0,
             seq: 0,
@@ -177,7 +179,7 @@ impl<S> Compressed<S> {
 
     /// Whether read bytes wait here (compressed or decoded) that the framing has not seen.
     pub fn has_buffered(&self) -> bool {
-        self.end > self.start || !self.plain.is_empty()
+        self.end > self.start || self.taken < self.plain.len()
     }
 
     /// Decode one whole compressed packet from the read buffer into `plain`. False when the
@@ -194,6 +196,8 @@ impl<S> Compressed<S> {
             return Ok(false);
         }
         let payload = &have[HEADER_LEN..HEADER_LEN + clen];
+        self.plain.clear();
+        self.taken = 0;
         if ulen == 0 {
             self.plain.extend_from_slice(payload);
         } else {
@@ -286,12 +290,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Compressed<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if !this.plain.is_empty() {
-                let n = this.plain.len().min(buf.remaining());
-                buf.put_slice(&this.plain[..n]);
-                this.plain.advance(n);
-                if this.plain.is_empty() && this.plain.capacity() > KEEP_READ {
-                    this.plain = BytesMut::new();
+            if this.taken < this.plain.len() {
+                let n = (this.plain.len() - this.taken).min(buf.remaining());
+                buf.put_slice(&this.plain[this.taken..this.taken + n]);
+                this.taken += n;
+                if this.taken == this.plain.len() && this.plain.capacity() > KEEP_READ {
+                    this.plain = Vec::new();
+                    this.taken = 0;
                 }
                 return Poll::Ready(Ok(()));
             }
@@ -356,7 +361,6 @@ pub fn decode_all(algorithm: Algorithm, wire: &[u8]) -> Result<Vec<u8>, Compress
     let mut out = Vec::new();
     while c.decode_one()? {
         out.extend_from_slice(&c.plain);
-        c.plain.clear();
     }
     Ok(out)
 }
@@ -446,14 +450,17 @@ pub fn deflate(algorithm: Algorithm, data: &[u8], out: &mut Vec<u8>) -> bool {
     })
 }
 
-/// Append `payload` decompressed to `plain`: exactly `declared` bytes, or an error.
+/// Decompress `payload` into `out` (empty): exactly `declared` bytes, or an error. The
+/// decoders write only into the room reserved, so a bomb stops at `declared` (or the room a
+/// reused buffer already had, at most KEEP_READ).
 pub fn inflate(
     algorithm: Algorithm,
     payload: &[u8],
     declared: usize,
-    plain: &mut BytesMut,
+    out: &mut Vec<u8>,
 ) -> Result<(), CompressError> {
-    let mut out = Vec::with_capacity(declared);
+    out.clear();
+    out.reserve_exact(declared);
     CODECS.with(|c| {
         let mut c = c.borrow_mut();
         match algorithm {
@@ -462,14 +469,12 @@ pub fn inflate(
                     .zlib_d
                     .get_or_insert_with(|| flate2::Decompress::new(true));
                 z.reset(true);
-                // The output cannot grow past `declared`: decompress_vec writes only into
-                // the room reserved.
                 let status = z
-                    .decompress_vec(payload, &mut out, flate2::FlushDecompress::Finish)
+                    .decompress_vec(payload, out, flate2::FlushDecompress::Finish)
                     .map_err(|e| CompressError::Corrupt(e.to_string()))?;
                 match status {
                     flate2::Status::StreamEnd => {}
-                    _ if out.len() == declared => {
+                    _ if out.len() >= declared => {
                         return Err(CompressError::TooLong { declared });
                     }
                     _ => {
@@ -488,7 +493,7 @@ pub fn inflate(
                             .map_err(|e| CompressError::Corrupt(e.to_string()))?,
                     ),
                 };
-                z.decompress_to_buffer(payload, &mut out).map_err(|e| {
+                z.decompress_to_buffer(payload, out).map_err(|e| {
                     if e.to_string().contains("Destination buffer is too small") {
                         CompressError::TooLong { declared }
                     } else {
@@ -499,14 +504,11 @@ pub fn inflate(
         }
         Ok(())
     })?;
-    if out.len() != declared {
-        return Err(CompressError::WrongLength {
-            declared,
-            got: out.len(),
-        });
+    match out.len() {
+        n if n == declared => Ok(()),
+        n if n > declared => Err(CompressError::TooLong { declared }),
+        got => Err(CompressError::WrongLength { declared, got }),
     }
-    plain.extend_from_slice(&out);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -67,11 +67,21 @@ pub(super) async fn compression_status(s: &mut Session, seq: u8) -> Result<Next,
         "OFF"
     };
     let row = vec![Some("Compression".to_string()), Some(on.to_string())];
+    send_row(s, seq, &["Variable_name", "Value"], row).await
+}
+
+/// Answer the command `seq` with a one-row text result of Weiche's own.
+async fn send_row(
+    s: &mut Session,
+    seq: u8,
+    columns: &[&str],
+    row: Vec<Option<String>>,
+) -> Result<Next, RelayError> {
     let (st, shape) = (s.status(), s.shape());
     send_text_result(
         &mut s.client,
         seq.wrapping_add(1),
-        &["Variable_name", "Value"],
+        columns,
         &[row],
         shape,
         st,
@@ -115,19 +125,7 @@ pub(super) async fn explain_route(
         Some(s.pin_reasons()),
         Some(cache),
     ];
-    let st = s.status();
-    let shape = s.shape();
-    send_text_result(
-        &mut s.client,
-        seq.wrapping_add(1),
-        &["target", "reason", "pins", "cache"],
-        &[row],
-        shape,
-        st,
-    )
-    .await
-    .map_err(RelayError::Client)?;
-    Ok(Next::Continue)
+    send_row(s, seq, &["target", "reason", "pins", "cache"], row).await
 }
 
 /// COM_RESET_CONNECTION: the session starts over (keeping its user and schema); the server

@@ -96,7 +96,8 @@ pub fn judge(obs: &[Observation], writer: &mut Option<usize>) -> (Writer, Vec<Ju
             None => None,
         }
     };
-    let usable: Vec<bool> = obs.iter().map(|o| why_not(o).is_none()).collect();
+    let why: Vec<Option<String>> = obs.iter().map(why_not).collect();
+    let usable: Vec<bool> = why.iter().map(Option::is_none).collect();
     if writer.is_none_or(|w| !usable.get(w).copied().unwrap_or(false)) {
         // A configured primary first, then the order of the configuration.
         let first = |role: Option<Role>| {
@@ -108,13 +109,8 @@ pub fn judge(obs: &[Observation], writer: &mut Option<usize>) -> (Writer, Vec<Ju
         Some(w) => Writer::One(w),
         None => Writer::Nobody(
             obs.iter()
-                .map(|o| {
-                    format!(
-                        "{} is {}",
-                        o.address,
-                        why_not(o).unwrap_or_else(|| "usable".into())
-                    )
-                })
+                .zip(&why)
+                .map(|(o, why)| format!("{} is {}", o.address, why.as_deref().unwrap_or("usable")))
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
@@ -138,9 +134,9 @@ pub fn judge(obs: &[Observation], writer: &mut Option<usize>) -> (Writer, Vec<Ju
             };
             if !o.healthy {
                 j.state = State::Down;
-            } else if let Some(why) = why_not(o) {
+            } else if let Some(why) = &why[i] {
                 j.state = State::Lagging;
-                j.detail = why;
+                j.detail = why.clone();
                 j.lag_seconds = None;
                 j.lag_transactions = None;
             } else {

@@ -86,6 +86,9 @@ pub struct Prober {
     timeout: Duration,
     tls: Option<BackendTls>,
     conn: Option<ServerConnection>,
+    /// This connection's server has wsrep off: not asked again until the next connection (a
+    /// server gains a Galera provider only by restarting).
+    wsrep_off: bool,
 }
 
 impl Prober {
@@ -101,6 +104,7 @@ impl Prober {
             timeout,
             tls,
             conn: None,
+            wsrep_off: false,
         }
     }
 
@@ -129,15 +133,19 @@ impl Prober {
                 .await
                 .map_err(|e| e.to_string())?;
             self.conn = Some(c);
+            self.wsrep_off = false;
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err("no connection".into());
         };
         let mariadb = String::from_utf8_lossy(&conn.server_version).contains("MariaDB");
+        let ask_wsrep = mariadb && !self.wsrep_off;
         if mariadb {
             conn.queue_query(b"SELECT @@read_only, @@gtid_current_pos, @@gtid_slave_pos");
             conn.queue_query(b"SHOW SLAVE STATUS");
-            conn.queue_query(WSREP_QUERY);
+            if ask_wsrep {
+                conn.queue_query(WSREP_QUERY);
+            }
         } else {
             conn.queue_query(b"SELECT @@read_only, NULL, NULL");
             conn.queue_query(b"SHOW REPLICA STATUS");
@@ -145,7 +153,7 @@ impl Prober {
         conn.framed.flush().await.map_err(|e| e.to_string())?;
         let vars = rows(conn.read_answer().await)?;
         let status = rows(conn.read_answer().await);
-        let galera = if mariadb {
+        let galera = if ask_wsrep {
             match rows(conn.read_answer().await) {
                 Ok(r) => Wsrep::from_rows(r.rows.iter().filter_map(|row| {
                     let name = std::str::from_utf8(row.first()?.as_deref()?).ok()?;
@@ -160,6 +168,7 @@ impl Prober {
         } else {
             None
         };
+        self.wsrep_off = galera.is_none();
         let read_only = vars.rows.first().and_then(|r| r.first()).cloned().flatten();
         let read_only = read_only.as_deref().is_some_and(|v| v != b"0");
         let text = |col: usize| {
