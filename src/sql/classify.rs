@@ -125,27 +125,36 @@ pub fn analyze_in(sql: &[u8], dialect: Dialect) -> Analysis {
         // Too long to read whole: what the rest does is unknown.
         return analyze_prefix("a statement longer than Weiche reads (65536 tokens)");
     }
-    let mut a = analyze_tokens(sql, &tokens);
-    if dialect.backslash_escapes.is_none() && sql.contains(&b'\\') {
-        let literal = Dialect {
-            backslash_escapes: Some(false),
-            ..dialect
-        };
-        let other = analyze_tokens(sql, &tokenize_in(sql, literal));
-        if other.class.target != a.class.target || other.effects != a.effects {
-            a.class = primary("reads otherwise under sql_mode NO_BACKSLASH_ESCAPES");
-            a.effects.writes = true;
-            a.effects.writes_anywhere = true;
-        }
+    let ambiguous = dialect.backslash_escapes.is_none() && sql.contains(&b'\\');
+    if !ambiguous {
+        let mut a = super::memo::analyze_by_shape(sql, &tokens, analyze_tokens);
+        versioned_writes(sql, &mut a);
+        return a;
     }
+    // Two readings to compare: not remembered by shape (the shape is one reading's).
+    let mut a = analyze_tokens(sql, &tokens);
+    let literal = Dialect {
+        backslash_escapes: Some(false),
+        ..dialect
+    };
+    let other = analyze_tokens(sql, &tokenize_in(sql, literal));
+    if other.class.target != a.class.target || other.effects != a.effects {
+        a.class = primary("reads otherwise under sql_mode NO_BACKSLASH_ESCAPES");
+        a.effects.writes = true;
+        a.effects.writes_anywhere = true;
+    }
+    versioned_writes(sql, &mut a);
+    a
+}
+
+pub(super) fn versioned_writes(sql: &[u8], a: &mut Analysis) {
     if a.effects.writes && (contains(sql, b"/*!") || contains(sql, b"/*M!")) {
         // Which tables a versioned comment names depends on the server: any may be written.
         a.effects.writes_anywhere = true;
     }
-    a
 }
 
-fn analyze_tokens(sql: &[u8], tokens: &[Token]) -> Analysis {
+pub(super) fn analyze_tokens(sql: &[u8], tokens: &[Token]) -> Analysis {
     let mut effects = Effects::default();
     for s in tokens.split(|t| t.kind == Kind::Semicolon) {
         let toks: Vec<&Token> = s.iter().filter(|t| t.kind != Kind::Comment).collect();

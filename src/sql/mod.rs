@@ -7,6 +7,7 @@ pub mod digest;
 pub mod effects;
 pub mod kill;
 pub mod lexer;
+mod memo;
 pub mod tables;
 
 pub use classify::{

@@ -1,0 +1,178 @@
+//! Analyses remembered by statement shape, per worker thread.
+//!
+//! An application sends the same few hundred statements over and over with other values.
+//! What the classifier and the effects scan conclude depends only on a statement's tokens with
+//! their literals' values left out (they look at words, identifiers, variables, comments and
+//! punctuation, never inside a string or a number), so the analysis of one such statement
+//! holds for all of them. A statement is tokenized every time (that is what tells its shape);
+//! the shape is then looked up, and only a new shape is analyzed.
+//!
+//! The key is the exact token sequence (kind, and text for everything but literals), not a
+//! hash of it, so two statements share an analysis only when the classifier could not tell
+//! them apart. Each worker thread has its own memo (no lock on the query path); it is bounded
+//! in entries and in key length, and emptied when full.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::classify::Analysis;
+use super::lexer::{Kind, Token};
+
+/// Shapes remembered per worker thread before the memo starts over.
+const MAX_ENTRIES: usize = 2048;
+/// A longer key (a statement of many words: a bulk INSERT's columns, a long IN list of
+/// identifiers) is analyzed every time; these are not the statements sent thousands of times
+/// a second, and their analysis is small next to their transfer.
+const MAX_KEY: usize = 1024;
+
+#[derive(Default)]
+struct Memo {
+    /// The key being built (kept to reuse its allocation).
+    key: Vec<u8>,
+    entries: HashMap<Box<[u8]>, Analysis>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
+/// `analyze(sql, tokens)`, or the analysis of an earlier statement of the same shape.
+pub fn analyze_by_shape(
+    sql: &[u8],
+    tokens: &[Token],
+    analyze: impl FnOnce(&[u8], &[Token]) -> Analysis,
+) -> Analysis {
+    MEMO.with(|memo| {
+        let Ok(mut memo) = memo.try_borrow_mut() else {
+            return analyze(sql, tokens);
+        };
+        let memo = &mut *memo;
+        if !shape_key(sql, tokens, &mut memo.key) {
+            return analyze(sql, tokens);
+        }
+        if let Some(a) = memo.entries.get(memo.key.as_slice()) {
+            return a.clone();
+        }
+        let a = analyze(sql, tokens);
+        if memo.entries.len() >= MAX_ENTRIES {
+            memo.entries.clear();
+        }
+        memo.entries.insert(memo.key.as_slice().into(), a.clone());
+        a
+    })
+}
+
+/// Write `tokens`' shape into `key`: per token its kind, and for all but literals the length
+/// and bytes of its text (so that no two sequences write the same bytes). False when the
+/// statement is not to be remembered: a token the lexer could not finish, or a key too long.
+fn shape_key(sql: &[u8], tokens: &[Token], key: &mut Vec<u8>) -> bool {
+    key.clear();
+    for t in tokens {
+        if key.len() > MAX_KEY {
+            return false;
+        }
+        key.push(t.kind as u8);
+        match t.kind {
+            Kind::Unterminated => return false,
+            Kind::Str | Kind::Number | Kind::HexOrBit => {}
+            _ => {
+                let text = t.text(sql);
+                let Ok(len) = u16::try_from(text.len()) else {
+                    return false;
+                };
+                key.extend_from_slice(&len.to_le_bytes());
+                key.extend_from_slice(text);
+            }
+        }
+    }
+    key.len() <= MAX_KEY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shape_key;
+    use crate::sql::lexer::tokenize;
+
+    fn key(sql: &str) -> Option<Vec<u8>> {
+        let mut k = Vec::new();
+        shape_key(sql.as_bytes(), &tokenize(sql.as_bytes()), &mut k).then_some(k)
+    }
+
+    #[test]
+    fn shapes_ignore_literal_values_and_spacing_only() {
+        assert_eq!(
+            key("SELECT c FROM sbtest1 WHERE id=5"),
+            key("SELECT  c FROM sbtest1 WHERE id = 4711")
+        );
+        // A literal's kind stays in the shape, and so does everything that is not a literal.
+        assert_ne!(key("SELECT 1"), key("SELECT 'a'"));
+        assert_ne!(key("SELECT c FROM t"), key("select c FROM t"));
+        assert_ne!(key("SELECT @a"), key("SELECT @b"));
+        assert_ne!(
+            key("SELECT 1 /* weiche:primary */"),
+            key("SELECT 1 /* weiche:replica */")
+        );
+        assert_ne!(key("SELECT `a`"), key("SELECT `ab`"));
+        // Lengths keep the encoding unambiguous.
+        assert_ne!(key("SELECT ab"), key("SELECT a b"));
+    }
+
+    #[test]
+    fn unfinished_and_long_statements_are_not_remembered() {
+        assert_eq!(key("SELECT 'abc"), None);
+        let long = format!("SELECT {}", vec!["col"; 400].join(", "));
+        assert_eq!(key(&long), None);
+    }
+}
+
+#[cfg(test)]
+mod same_analysis {
+    use crate::sql::classify::{analyze_in, analyze_tokens};
+    use crate::sql::lexer::{tokenize_in, Dialect};
+
+    /// A remembered analysis is the one the statement itself gets: a corpus of statements,
+    /// each analyzed once with other values first (so that the second is a memo hit).
+    #[test]
+    fn remembered_analyses_equal_fresh_ones() {
+        let dialect = Dialect {
+            version: 101114,
+            backslash_escapes: Some(true),
+        };
+        for (first, second) in [
+            (
+                "SELECT c FROM sbtest1 WHERE id = 1",
+                "SELECT c FROM sbtest1 WHERE id = 99",
+            ),
+            ("SELECT GET_LOCK('a', 1)", "SELECT GET_LOCK('b', 10)"),
+            (
+                "UPDATE t SET a = 1 WHERE id = 2",
+                "UPDATE t SET a = 'x' WHERE id = 3",
+            ),
+            ("SELECT a FROM t FOR UPDATE", "SELECT a FROM t  FOR UPDATE"),
+            (
+                "CREATE TEMPORARY TABLE tmp (a int)",
+                "CREATE TEMPORARY TABLE tmp (a int)",
+            ),
+            (
+                "SELECT 1; UPDATE t SET a = 2",
+                "SELECT 5; UPDATE t SET a = 6",
+            ),
+            (
+                "/* weiche:replica */ SELECT 1",
+                "/* weiche:replica */ SELECT 2",
+            ),
+            ("SELECT 1 /*!50000 , 2 */", "SELECT 1 /*!50000 , 3 */"),
+            (
+                "INSERT INTO t VALUES (1) /*!50000 */",
+                "INSERT INTO t VALUES (2) /*!50000 */",
+            ),
+        ] {
+            let _ = analyze_in(first.as_bytes(), dialect);
+            let remembered = analyze_in(second.as_bytes(), dialect);
+            let sql = second.as_bytes();
+            let mut fresh = analyze_tokens(sql, &tokenize_in(sql, dialect));
+            super::super::classify::versioned_writes(sql, &mut fresh);
+            assert_eq!(remembered, fresh, "{second}");
+        }
+    }
+}
