@@ -16,15 +16,13 @@ pub struct ServerStatement {
     last_used: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    schema: Option<Vec<u8>>,
-    sql: Bytes,
-}
-
+/// Statements by SQL text, then by schema: a lookup hashes the text it is given and clones
+/// nothing (it runs for every execute). One text is rarely prepared under more than one or two
+/// schemas, so those are a short list.
 #[derive(Debug)]
 pub struct PreparedCache {
-    by_key: HashMap<Key, ServerStatement>,
+    by_sql: HashMap<Bytes, Vec<(Option<Vec<u8>>, ServerStatement)>>,
+    len: usize,
     tick: u64,
     pub max: usize,
 }
@@ -32,7 +30,8 @@ pub struct PreparedCache {
 impl Default for PreparedCache {
     fn default() -> Self {
         PreparedCache {
-            by_key: HashMap::new(),
+            by_sql: HashMap::new(),
+            len: 0,
             tick: 0,
             max: 256,
         }
@@ -43,11 +42,11 @@ impl PreparedCache {
     pub fn get(&mut self, schema: &Option<Vec<u8>>, sql: &Bytes) -> Option<&mut ServerStatement> {
         self.tick += 1;
         let tick = self.tick;
-        let key = Key {
-            schema: schema.clone(),
-            sql: sql.clone(),
-        };
-        let s = self.by_key.get_mut(&key)?;
+        let (_, s) = self
+            .by_sql
+            .get_mut(&sql[..])?
+            .iter_mut()
+            .find(|(k, _)| k == schema)?;
         s.last_used = tick;
         Some(s)
     }
@@ -55,48 +54,65 @@ impl PreparedCache {
     /// Remember a statement; returns the id of one to close on the server to make room.
     pub fn insert(&mut self, schema: &Option<Vec<u8>>, sql: &Bytes, id: u32) -> Option<u32> {
         self.tick += 1;
-        let evicted = if self.by_key.len() >= self.max.max(1) {
-            let oldest = self
-                .by_key
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone());
-            oldest.and_then(|k| self.by_key.remove(&k)).map(|s| s.id)
+        let statement = ServerStatement {
+            id,
+            types: None,
+            last_used: self.tick,
+        };
+        if let Some(s) = self.get(schema, sql) {
+            *s = statement;
+            return None;
+        }
+        let evicted = if self.len >= self.max.max(1) {
+            self.evict_oldest()
         } else {
             None
         };
-        self.by_key.insert(
-            Key {
-                schema: schema.clone(),
-                sql: sql.clone(),
-            },
-            ServerStatement {
-                id,
-                types: None,
-                last_used: self.tick,
-            },
-        );
+        self.by_sql
+            .entry(sql.clone())
+            .or_default()
+            .push((schema.clone(), statement));
+        self.len += 1;
         evicted
+    }
+
+    fn evict_oldest(&mut self) -> Option<u32> {
+        let (sql, schema) = self
+            .by_sql
+            .iter()
+            .flat_map(|(sql, list)| list.iter().map(move |(k, s)| (sql, k, s.last_used)))
+            .min_by_key(|(_, _, used)| *used)
+            .map(|(sql, k, _)| (sql.clone(), k.clone()))?;
+        self.take(&schema, &sql).map(|s| s.id)
+    }
+
+    fn take(&mut self, schema: &Option<Vec<u8>>, sql: &Bytes) -> Option<ServerStatement> {
+        let list = self.by_sql.get_mut(&sql[..])?;
+        let at = list.iter().position(|(k, _)| k == schema)?;
+        let (_, s) = list.swap_remove(at);
+        if list.is_empty() {
+            self.by_sql.remove(&sql[..]);
+        }
+        self.len -= 1;
+        Some(s)
     }
 
     /// Forget a statement the server no longer has.
     pub fn remove(&mut self, schema: &Option<Vec<u8>>, sql: &Bytes) {
-        self.by_key.remove(&Key {
-            schema: schema.clone(),
-            sql: sql.clone(),
-        });
+        self.take(schema, sql);
     }
 
     pub fn clear(&mut self) {
-        self.by_key.clear();
+        self.by_sql.clear();
+        self.len = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len == 0
     }
 }
 
@@ -121,5 +137,25 @@ mod tests {
         assert_eq!(c.insert(&None, &d, 3), Some(2));
         assert!(c.get(&None, &b).is_none());
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn one_text_under_two_schemas_is_two_statements() {
+        let mut c = PreparedCache::default();
+        let sql = Bytes::from_static(b"SELECT 1");
+        let (x, y) = (Some(b"x".to_vec()), Some(b"y".to_vec()));
+        assert_eq!(c.insert(&x, &sql, 1), None);
+        assert_eq!(c.insert(&y, &sql, 2), None);
+        assert_eq!(c.get(&x, &sql).map(|s| s.id), Some(1));
+        assert_eq!(c.get(&y, &sql).map(|s| s.id), Some(2));
+        assert!(c.get(&None, &sql).is_none());
+        c.remove(&x, &sql);
+        assert!(c.get(&x, &sql).is_none());
+        assert_eq!(c.get(&y, &sql).map(|s| s.id), Some(2));
+        // Preparing again replaces, it does not add.
+        assert_eq!(c.insert(&y, &sql, 3), None);
+        assert_eq!((c.len(), c.get(&y, &sql).map(|s| s.id)), (1, Some(3)));
+        c.clear();
+        assert!(c.is_empty());
     }
 }

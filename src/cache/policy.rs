@@ -105,9 +105,26 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// Whether `sql` holds `weiche:` (any case) anywhere: the test every statement takes, so it
+/// looks for the rare `:` and only then at the word before it.
+fn mentions_weiche(sql: &[u8]) -> bool {
+    const WORD: &[u8] = b"weiche";
+    let mut from = 0;
+    while let Some(p) = sql[from..].iter().position(|&b| b == b':') {
+        let at = from + p;
+        if at >= WORD.len() && sql[at - WORD.len()..at].eq_ignore_ascii_case(WORD) {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
 fn hint(sql: &[u8], tokens: &[Token]) -> Option<Hint> {
     // Cheap test first: most statements carry no hint at all.
-    find(sql, b"weiche:")?;
+    if !mentions_weiche(sql) {
+        return None;
+    }
     for t in tokens.iter().filter(|t| t.kind == Kind::Comment) {
         let text = t.text(sql);
         if find(text, b"weiche:nocache").is_some() {
@@ -213,15 +230,14 @@ fn scopes(tables: &[TableName], schema: Option<&[u8]>) -> Result<Vec<Scope>, &'s
 /// Whether a hint or rule could ask for this statement at all: the cheap test every statement
 /// passes through (no lexing), so that statements the cache has nothing to do with cost nothing.
 pub fn may_ask(config: &Caching, sql: &[u8]) -> bool {
-    config.enabled
-        && (config.auto.is_some() || !config.rules.is_empty() || find(sql, b"weiche:").is_some())
+    config.enabled && (config.auto.is_some() || !config.rules.is_empty() || mentions_weiche(sql))
 }
 
 /// Whether `decide`'s verdict is the same for every statement of one digest, user and default
 /// database (so a session may keep it): not when a hint (a comment, outside the digest) or a
 /// rule's `text` (which sees the literals) has a say.
 pub fn same_for_digest(config: &Caching, sql: &[u8]) -> bool {
-    config.rules.iter().all(|r| r.text.is_none()) && find(sql, b"weiche:").is_none()
+    config.rules.iter().all(|r| r.text.is_none()) && !mentions_weiche(sql)
 }
 
 /// Who asks, for rules.
@@ -370,6 +386,17 @@ pub fn written_scopes(sql: &[u8], schema: Option<&[u8]>) -> Vec<Scope> {
 mod tests {
     use super::*;
     use crate::config::CacheRule;
+
+    #[test]
+    fn hint_mentions_are_found_in_any_case_and_place() {
+        assert!(mentions_weiche(b"SELECT 1 /* weiche:cache ttl=5 */"));
+        assert!(mentions_weiche(b"/*WEICHE:nocache*/SELECT 1"));
+        assert!(mentions_weiche(b"weiche:"));
+        assert!(!mentions_weiche(b"SELECT a::int, 'x:y' FROM t"));
+        assert!(!mentions_weiche(b"eiche: SELECT 1"));
+        assert!(!mentions_weiche(b""));
+        assert!(!mentions_weiche(b":"));
+    }
 
     fn config(rules: Vec<CacheRule>) -> Caching {
         Caching {

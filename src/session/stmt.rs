@@ -6,6 +6,7 @@
 use crate::sql::Analysis;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Debug, Clone)]
 pub struct ClientStatement {
@@ -19,11 +20,34 @@ pub struct ClientStatement {
 #[derive(Debug, Default)]
 pub struct Statements {
     next_id: u32,
-    by_id: HashMap<u32, ClientStatement>,
+    by_id: HashMap<u32, ClientStatement, BuildHasherDefault<IdHasher>>,
     /// The statement prepared last, while it exists: what id 0xFFFFFFFF names.
     last: Option<u32>,
     /// Bytes of statement text held.
     bytes: usize,
+}
+
+/// Hashes the statement ids this session hands out (1, 2, 3, ...) with one multiplication: an
+/// execute looks its statement up several times, and SipHash (the default, which resists keys
+/// chosen to collide) is not needed for keys Weiche chooses itself.
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        // Fibonacci hashing: consecutive ids spread over the high bits the table probes by.
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// Statement text one session may hold in prepared statements (ERR 1461 beyond): the count
