@@ -399,6 +399,7 @@ fn explain_route(shared: &Shared, sql: &str) -> Vec<BytesMut> {
         script_backend: None,
         writes: &writes,
         avoid: None,
+        last: None,
     };
     let rows = match crate::route::decide(&config, &shared.backends, request) {
         Ok(r) => {

@@ -121,63 +121,86 @@ impl BackendTable {
         self.role(i) == Role::Replica && self.state(i) == State::Up && !self.is_down(i)
     }
 
-    /// The replica for the next read, if any is usable, avoiding `avoid`. With `need`, replicas
-    /// known to have applied that position come first.
-    pub fn pick_replica(&self, avoid: Option<usize>, need: Option<&GtidPos>) -> Option<Pick> {
+    /// The replica for the next read, if any is usable, avoiding `avoid`; `last` (the session's
+    /// previous backend) when it is among the least loaded. With `need`, replicas known to have
+    /// applied that position come first.
+    pub fn pick_replica(
+        &self,
+        avoid: Option<usize>,
+        last: Option<usize>,
+        need: Option<&GtidPos>,
+    ) -> Option<Pick> {
         let usable = |i: usize| Some(i) != avoid && self.usable_replica(i);
         if let Some(need) = need {
-            if let Some(index) = self.least_loaded(|i| usable(i) && self.has_applied(i, need)) {
+            if let Some(index) = self.least_loaded(|i| usable(i) && self.has_applied(i, need), last)
+            {
                 return Some(Pick {
                     index,
                     caught_up: true,
                 });
             }
         }
-        self.least_loaded(usable).map(|index| Pick {
+        self.least_loaded(usable, last).map(|index| Pick {
             index,
             caught_up: need.is_none(),
         })
     }
 
-    fn least_loaded(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
-        // One snapshot of (index, outstanding, weight): other workers change the counts.
-        let loads: Vec<(usize, u64, u64)> = (0..self.backends.len())
-            .filter(|&i| candidate(i))
-            .map(|i| {
-                let b = &self.backends[i];
-                (
-                    i,
-                    u64::from(b.outstanding.load(Ordering::Relaxed)),
-                    u64::from(b.weight.load(Ordering::Relaxed)),
-                )
-            })
-            .collect();
+    /// Outstanding requests and weight of backend `i`, now (other workers change the counts).
+    fn load(&self, i: usize) -> (u64, u64) {
+        let b = &self.backends[i];
+        (
+            u64::from(b.outstanding.load(Ordering::Relaxed)),
+            u64::from(b.weight.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// The candidate with the fewest outstanding requests per weight; among equals `prefer`,
+    /// else smooth weighted round robin. Runs for every read: it allocates nothing, and takes
+    /// the round robin's lock only when it has to choose among equals.
+    fn least_loaded(
+        &self,
+        candidate: impl Fn(usize) -> bool,
+        prefer: Option<usize>,
+    ) -> Option<usize> {
         // Least outstanding per weight: o_i / w_i < o_j / w_j  <=>  o_i * w_j < o_j * w_i.
-        let &(_, ob, wb) = loads.iter().min_by(|a, b| (a.1 * b.2).cmp(&(b.1 * a.2)))?;
-        let tied: Vec<(usize, u64)> = loads
-            .iter()
-            .filter(|(_, o, w)| o * wb == ob * w)
-            .map(|&(i, _, w)| (i, w))
-            .collect();
-        let &[(first, _), ..] = tied.as_slice() else {
-            return None;
-        };
-        if tied.len() == 1 {
+        let less = |(oa, wa): (u64, u64), (ob, wb): (u64, u64)| oa * wb < ob * wa;
+        let mut best: Option<(usize, (u64, u64))> = None;
+        let mut ties = 0;
+        for i in (0..self.backends.len()).filter(|&i| candidate(i)) {
+            let l = self.load(i);
+            match best {
+                Some((_, b)) if less(b, l) => {}
+                Some((_, b)) if !less(l, b) => ties += 1,
+                _ => {
+                    best = Some((i, l));
+                    ties = 1;
+                }
+            }
+        }
+        let (first, min) = best?;
+        let tied = |i: usize| candidate(i) && !less(min, self.load(i));
+        if ties == 1 {
             return Some(first);
+        }
+        if let Some(p) = prefer.filter(|&p| p < self.backends.len() && tied(p)) {
+            return Some(p);
         }
         let mut current = match self.current.lock() {
             Ok(c) => c,
             Err(p) => p.into_inner(),
         };
-        let total: u64 = tied.iter().map(|&(_, w)| w).sum();
+        let mut total = 0;
         let mut chosen = first;
-        for &(i, w) in &tied {
-            current[i] += w as i64;
+        for i in (0..self.backends.len()).filter(|&i| tied(i)) {
+            let w = self.load(i).1 as i64;
+            total += w;
+            current[i] += w;
             if current[i] > current[chosen] {
                 chosen = i;
             }
         }
-        current[chosen] -= total as i64;
+        current[chosen] -= total;
         Some(chosen)
     }
 
@@ -214,7 +237,7 @@ mod tests {
     }
 
     fn pick(t: &BackendTable) -> Option<usize> {
-        t.pick_replica(None, None).map(|p| p.index)
+        t.pick_replica(None, None, None).map(|p| p.index)
     }
 
     #[test]
@@ -228,13 +251,35 @@ mod tests {
     }
 
     #[test]
+    fn a_session_stays_on_its_replica_while_no_other_is_less_loaded() {
+        let t = table(&[1, 1]);
+        for _ in 0..10 {
+            assert_eq!(
+                t.pick_replica(None, Some(2), None).map(|p| p.index),
+                Some(2)
+            );
+        }
+        let _busy = t.begin(2);
+        assert_eq!(
+            t.pick_replica(None, Some(2), None).map(|p| p.index),
+            Some(1)
+        );
+        // The primary (or a backend that is not a candidate) is no preference.
+        drop(_busy);
+        let picks: Vec<_> = (0..4)
+            .map(|_| t.pick_replica(None, Some(0), None).unwrap().index)
+            .collect();
+        assert_eq!(picks, [1, 2, 1, 2]);
+    }
+
+    #[test]
     fn busy_and_down_replicas_are_avoided() {
         let t = table(&[1, 1]);
         let _busy = t.begin(1);
         assert_eq!(pick(&t), Some(2));
         t.mark_down(2, Duration::from_secs(10));
         assert_eq!(pick(&t), Some(1));
-        assert_eq!(t.pick_replica(Some(1), None), None);
+        assert_eq!(t.pick_replica(Some(1), None, None), None);
         t.mark_down(1, Duration::from_secs(10));
         assert_eq!(pick(&t), None);
     }
@@ -264,10 +309,10 @@ mod tests {
         t.set_known(1, GtidPos::parse("0-1-9").unwrap());
         t.set_known(2, GtidPos::parse("0-1-10").unwrap());
         let _busy = t.begin(2);
-        let p = t.pick_replica(None, Some(&need)).unwrap();
+        let p = t.pick_replica(None, None, Some(&need)).unwrap();
         assert_eq!((p.index, p.caught_up), (2, true));
         t.set_known(2, GtidPos::parse("0-1-3").unwrap());
-        let p = t.pick_replica(None, Some(&need)).unwrap();
+        let p = t.pick_replica(None, None, Some(&need)).unwrap();
         assert_eq!((p.index, p.caught_up), (1, false));
         t.applied(1, &need);
         assert!(t.has_applied(1, &need));

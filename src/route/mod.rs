@@ -108,6 +108,10 @@ pub struct Request<'a> {
     pub writes: &'a Writes,
     /// A backend to keep away from (a retry after it failed).
     pub avoid: Option<usize>,
+    /// The backend the session's previous statement ran on: among replicas equally loaded, a
+    /// read stays there (the server's thread and caches are warm, and the session's pooled
+    /// connection is likely the one it just gave back).
+    pub last: Option<usize>,
 }
 
 /// Why no backend can take the statement.
@@ -160,6 +164,7 @@ pub fn decide(config: &Config, table: &BackendTable, r: Request<'_>) -> Result<R
         consistency,
         position: r.writes.position(),
         avoid: r.avoid,
+        last: r.last,
     };
     let primary = |reason: Reason| Ok(table.primary().map(|i| Route::to(i, reason))?);
     if !matches!(reason, Reason::Hint(_)) {
@@ -194,6 +199,7 @@ struct Context<'a> {
     consistency: Consistency,
     position: Option<&'a GtidPos>,
     avoid: Option<usize>,
+    last: Option<usize>,
 }
 
 fn replica(
@@ -206,7 +212,7 @@ fn replica(
         Consistency::Session => ctx.position.filter(|p| !p.is_empty()),
         _ => None,
     };
-    match table.pick_replica(ctx.avoid, need) {
+    match table.pick_replica(ctx.avoid, ctx.last, need) {
         Some(Pick { index, .. }) if ctx.consistency == Consistency::Global => Ok(Route {
             wait: Some(Wait::PrimaryNow),
             ..Route::to(index, reason)

@@ -34,6 +34,7 @@ fn request<'a>(analysis: &'a Analysis, text: &'a [u8], writes: &'a Writes) -> Re
         script_backend: None,
         writes,
         avoid: None,
+        last: None,
     }
 }
 

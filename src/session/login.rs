@@ -424,6 +424,7 @@ impl NewClient<'_> {
             answered: false,
             script: None,
             script_backend: self.login_backend,
+            last_backend: None,
             close_requested: false,
             local_addr: self.local_addr,
             peer_name: self.peer.to_string(),
@@ -588,7 +589,7 @@ impl Session {
         let table = &self.shared.backends;
         let backend = match self.script_backend.map_or_else(|| table.primary(), Ok) {
             Ok(i) => i,
-            Err(e) => match table.pick_replica(None, None) {
+            Err(e) => match table.pick_replica(None, None, None) {
                 Some(p) if !self.pins.session_mode => p.index,
                 _ => return Err(CommandError::route(e.into()).to_err_packet()),
             },

@@ -97,6 +97,7 @@ impl Session {
             script_backend: self.script_backend,
             writes: &self.writes,
             avoid,
+            last: self.last_backend,
         };
         route::decide(&self.config, &self.shared.backends, request).map_err(CommandError::route)
     }
@@ -159,6 +160,7 @@ impl Session {
                 }
                 self.release();
                 let conn = self.borrow(i).await?;
+                self.last_backend = Some(i);
                 tracing::debug!(backend = %conn.address, thread_id = conn.thread_id, "server connection");
                 self.handle.set_server(Some((i, conn.thread_id)));
                 self.current = Some(Current {
