@@ -87,6 +87,7 @@ fn routing(c: &mut Criterion) {
                 script_backend: None,
                 writes: &writes,
                 avoid: None,
+                last: None,
             };
             black_box(route::decide(&config, &table, request))
         })

@@ -16,12 +16,15 @@ pub struct ServerStatement {
     last_used: u64,
 }
 
+/// The default database a statement was prepared under.
+type Schema = Option<Vec<u8>>;
+
 /// Statements by SQL text, then by schema: a lookup hashes the text it is given and clones
 /// nothing (it runs for every execute). One text is rarely prepared under more than one or two
 /// schemas, so those are a short list.
 #[derive(Debug)]
 pub struct PreparedCache {
-    by_sql: HashMap<Bytes, Vec<(Option<Vec<u8>>, ServerStatement)>>,
+    by_sql: HashMap<Bytes, Vec<(Schema, ServerStatement)>>,
     len: usize,
     tick: u64,
     pub max: usize,
