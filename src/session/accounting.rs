@@ -59,18 +59,17 @@ impl Session {
                 o.error,
             );
         }
-        // Only a pinned session builds its reasons; an unpinned one compares with "".
-        let pinned = self.pinned();
-        if pinned || !self.shown_pins.is_empty() {
-            let pins = if pinned {
+        // The reasons' text is built only when they changed (a transaction's statements all
+        // have the same ones).
+        let shown = self.pins_shown();
+        if shown != self.shown_pins {
+            let pins = if self.pinned() {
                 self.pin_reasons()
             } else {
                 String::new()
             };
-            if pins != self.shown_pins {
-                self.handle.set_pins(&pins);
-                self.shown_pins = pins;
-            }
+            self.handle.set_pins(&pins);
+            self.shown_pins = shown;
         }
     }
 }

@@ -431,7 +431,7 @@ impl NewClient<'_> {
             tap: None,
             cache_pending: Vec::new(),
             outcome: Default::default(),
-            shown_pins: String::new(),
+            shown_pins: Default::default(),
             config_epoch: shared
                 .config_epoch
                 .load(std::sync::atomic::Ordering::Acquire),

@@ -92,8 +92,8 @@ pub(crate) struct Session {
     pub cache_pending: Vec<crate::cache::Scope>,
     /// How the current command went, for statistics.
     pub outcome: Outcome,
-    /// The pin reasons SHOW SESSIONS shows now ("" when none).
-    pub shown_pins: String,
+    /// Which pin reasons SHOW SESSIONS shows now (none at first).
+    pub shown_pins: pins::Shown,
     /// The reload epoch `config` belongs to.
     pub config_epoch: u64,
     /// The digest hash of the query being run, from its analysis (statistics).

@@ -73,7 +73,36 @@ pub struct Pins {
     pub session_mode: bool,
 }
 
+/// Which reasons a session has (not their text): what SHOW SESSIONS was last told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shown {
+    flags: u16,
+    untracked: Option<&'static str>,
+}
+
 impl Pins {
+    /// The reasons `reasons` would give, with `extra` bits of the caller's (the transaction).
+    pub fn shown(&self, extra: u16) -> Shown {
+        let bits = [
+            self.session_mode,
+            self.table_locks,
+            !self.temp_tables.is_empty(),
+            self.named_locks > 0,
+            self.user_vars,
+            self.xa,
+            !self.cursors.is_empty(),
+            !self.long_data.is_empty(),
+        ];
+        let flags = bits
+            .iter()
+            .enumerate()
+            .fold(extra << 8, |f, (i, &b)| f | (u16::from(b) << i));
+        Shown {
+            flags,
+            untracked: self.untracked,
+        }
+    }
+
     /// What lived on a server connection is gone with it; the session's pool mode stays.
     pub fn clear_keeping_mode(&mut self) {
         *self = Pins {

@@ -55,6 +55,21 @@ impl Session {
     }
 
     /// Why the session is pinned, for EXPLAIN ROUTE and logs ("" when it is not).
+    /// What `pin_reasons` depends on, to tell cheaply whether it changed.
+    pub fn pins_shown(&self) -> super::pins::Shown {
+        let status = self.current.as_ref().map_or(0, |c| c.conn.state.status);
+        let flags = if !self.pinned() {
+            0
+        } else if status & status::IN_TRANS != 0 {
+            1
+        } else if status & status::AUTOCOMMIT == 0 {
+            2
+        } else {
+            4
+        };
+        self.pins.shown(flags)
+    }
+
     pub fn pin_reasons(&self) -> String {
         let mut r = self.pins.reasons();
         if let Some(c) = &self.current {

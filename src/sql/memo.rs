@@ -1,22 +1,24 @@
 //! Analyses remembered by statement shape, per worker thread.
 //!
 //! An application sends the same few hundred statements over and over with other values.
-//! What the classifier and the effects scan conclude depends only on a statement's tokens with
-//! their literals' values left out (they look at words, identifiers, variables, comments and
-//! punctuation, never inside a string or a number), so the analysis of one such statement
-//! holds for all of them. A statement is tokenized every time (that is what tells its shape);
-//! the shape is then looked up, and only a new shape is analyzed.
+//! What the classifier, the effects scan and the written-tables scan conclude depends only on
+//! a statement's tokens with their literals' values left out (they look at words,
+//! identifiers, variables, comments and punctuation, never inside a string or a number), so
+//! the analysis of one such statement holds for all of them. A statement is tokenized every
+//! time (that is what tells its shape); the shape is then looked up, and only a new shape is
+//! analyzed.
 //!
 //! The key is the exact token sequence (kind, and text for everything but literals), not a
 //! hash of it, so two statements share an analysis only when the classifier could not tell
-//! them apart. Each worker thread has its own memo (no lock on the query path); it is bounded
-//! in entries and in key length, and emptied when full.
+//! them apart. Each worker thread has its own memos (no lock on the query path); each is
+//! bounded in entries and in key length, and emptied when full.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::classify::Analysis;
 use super::lexer::{Kind, Token};
+use super::tables::Written;
 
 /// Shapes remembered per worker thread before the memo starts over.
 const MAX_ENTRIES: usize = 2048;
@@ -25,15 +27,41 @@ const MAX_ENTRIES: usize = 2048;
 /// a second, and their analysis is small next to their transfer.
 const MAX_KEY: usize = 1024;
 
-#[derive(Default)]
-struct Memo {
+struct Memo<T> {
     /// The key being built (kept to reuse its allocation).
     key: Vec<u8>,
-    entries: HashMap<Box<[u8]>, Analysis>,
+    entries: HashMap<Box<[u8]>, T>,
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo {
+            key: Vec::new(),
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    fn get_or(&mut self, sql: &[u8], tokens: &[Token], f: impl FnOnce(&[u8], &[Token]) -> T) -> T {
+        if !shape_key(sql, tokens, &mut self.key) {
+            return f(sql, tokens);
+        }
+        if let Some(a) = self.entries.get(self.key.as_slice()) {
+            return a.clone();
+        }
+        let a = f(sql, tokens);
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(self.key.as_slice().into(), a.clone());
+        a
+    }
 }
 
 thread_local! {
-    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+    static ANALYSES: RefCell<Memo<Analysis>> = RefCell::new(Memo::default());
+    static WRITTEN: RefCell<Memo<Written>> = RefCell::new(Memo::default());
 }
 
 /// `analyze(sql, tokens)`, or the analysis of an earlier statement of the same shape.
@@ -42,23 +70,22 @@ pub fn analyze_by_shape(
     tokens: &[Token],
     analyze: impl FnOnce(&[u8], &[Token]) -> Analysis,
 ) -> Analysis {
-    MEMO.with(|memo| {
-        let Ok(mut memo) = memo.try_borrow_mut() else {
-            return analyze(sql, tokens);
-        };
-        let memo = &mut *memo;
-        if !shape_key(sql, tokens, &mut memo.key) {
-            return analyze(sql, tokens);
-        }
-        if let Some(a) = memo.entries.get(memo.key.as_slice()) {
-            return a.clone();
-        }
-        let a = analyze(sql, tokens);
-        if memo.entries.len() >= MAX_ENTRIES {
-            memo.entries.clear();
-        }
-        memo.entries.insert(memo.key.as_slice().into(), a.clone());
-        a
+    ANALYSES.with(|memo| match memo.try_borrow_mut() {
+        Ok(mut memo) => memo.get_or(sql, tokens, analyze),
+        Err(_) => analyze(sql, tokens),
+    })
+}
+
+/// `scan(sql, tokens)` (the tables a write touches), or that of an earlier statement of the
+/// same shape.
+pub fn written_by_shape(
+    sql: &[u8],
+    tokens: &[Token],
+    scan: impl FnOnce(&[u8], &[Token]) -> Written,
+) -> Written {
+    WRITTEN.with(|memo| match memo.try_borrow_mut() {
+        Ok(mut memo) => memo.get_or(sql, tokens, scan),
+        Err(_) => scan(sql, tokens),
     })
 }
 
@@ -173,6 +200,35 @@ mod same_analysis {
             let mut fresh = analyze_tokens(sql, &tokenize_in(sql, dialect));
             super::super::classify::versioned_writes(sql, &mut fresh);
             assert_eq!(remembered, fresh, "{second}");
+        }
+    }
+
+    #[test]
+    fn remembered_written_tables_equal_fresh_ones() {
+        use crate::sql::lexer::tokenize;
+        use crate::sql::tables::{written, written_tokens};
+        for (first, second) in [
+            (
+                "UPDATE shop.items SET n = 1 WHERE id = 2",
+                "UPDATE shop.items SET n = 7 WHERE id = 9",
+            ),
+            (
+                "INSERT INTO `a``b` VALUES (1, 'x')",
+                "INSERT INTO `a``b` VALUES (2, 'y')",
+            ),
+            (
+                "DELETE FROM t WHERE id = 1; DROP DATABASE d",
+                "DELETE FROM t WHERE id = 5; DROP DATABASE d",
+            ),
+            ("CALL p(1)", "CALL p(2)"),
+        ] {
+            let _ = written(first.as_bytes());
+            let sql = second.as_bytes();
+            assert_eq!(
+                written(sql),
+                written_tokens(sql, &tokenize(sql)),
+                "{second}"
+            );
         }
     }
 }

@@ -216,9 +216,14 @@ pub fn read_tables(sql: &[u8], tokens: &[Token]) -> Result<Vec<TableName>, &'sta
     Ok(names)
 }
 
-/// What a write (possibly several statements) touches.
+/// What a write (possibly several statements) touches. Like the classifier's analysis, this
+/// depends only on the statement's shape, and is remembered by it.
 pub fn written(sql: &[u8]) -> Written {
     let tokens = tokenize(sql);
+    super::memo::written_by_shape(sql, &tokens, written_tokens)
+}
+
+pub(super) fn written_tokens(sql: &[u8], tokens: &[Token]) -> Written {
     let mut w = Written::default();
     if tokens.iter().any(|t| t.kind == Kind::Unterminated) {
         w.unknown = true;
