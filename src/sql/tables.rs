@@ -229,7 +229,7 @@ pub(super) fn written_tokens(sql: &[u8], tokens: &[Token]) -> Written {
         w.unknown = true;
         return w;
     }
-    for toks in statements(&tokens) {
+    for toks in statements(tokens) {
         let first = toks[0];
         let second = toks.get(1);
         if is_any(sql, first, &["CREATE", "ALTER", "DROP"])
