@@ -94,6 +94,9 @@ pub enum Held {
     ForNext,
 }
 
+/// How long a session's reads prefer the replica they went to (see `Request::last`).
+pub const AFFINITY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a routing decision reads. The session builds it; nothing else is consulted.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
@@ -108,9 +111,9 @@ pub struct Request<'a> {
     pub writes: &'a Writes,
     /// A backend to keep away from (a retry after it failed).
     pub avoid: Option<usize>,
-    /// The backend the session's previous statement ran on: among replicas equally loaded, a
-    /// read stays there (the server's thread and caches are warm, and the session's pooled
-    /// connection is likely the one it just gave back).
+    /// The backend the session's previous statement ran on, for at most `AFFINITY`: among
+    /// replicas equally loaded, a read stays there (the server's thread and caches are warm,
+    /// and the session's pooled connection is likely the one it just gave back).
     pub last: Option<usize>,
 }
 

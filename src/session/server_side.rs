@@ -112,7 +112,13 @@ impl Session {
             script_backend: self.script_backend,
             writes: &self.writes,
             avoid,
-            last: self.last_backend,
+            // Kept for a second at most: then the session's next read is placed afresh, so
+            // that a replica back in rotation (or a new one) gets its share of a long-lived
+            // session's reads.
+            last: self
+                .last_backend
+                .filter(|(_, since)| since.elapsed() < route::AFFINITY)
+                .map(|(i, _)| i),
         };
         route::decide(&self.config, &self.shared.backends, request).map_err(CommandError::route)
     }
@@ -175,7 +181,12 @@ impl Session {
                 }
                 self.release();
                 let conn = self.borrow(i).await?;
-                self.last_backend = Some(i);
+                let stays = self
+                    .last_backend
+                    .is_some_and(|(b, since)| b == i && since.elapsed() < route::AFFINITY);
+                if !stays {
+                    self.last_backend = Some((i, Instant::now()));
+                }
                 tracing::debug!(backend = %conn.address, thread_id = conn.thread_id, "server connection");
                 self.handle.set_server(Some((i, conn.thread_id)));
                 self.current = Some(Current {
