@@ -156,7 +156,7 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
     // Writes on one node (node1, the configured primary, unless it was a donor when the
     // monitor first looked: the writer then stays where it moved), reads on the two others.
     let start = Instant::now();
-    let (mut writer, mut seen) = (0, HashMap::new());
+    let (mut writer, mut seen) = (0, HashMap::<u16, usize>::new());
     while start.elapsed() < Duration::from_secs(10) {
         writer = writer_port(&mut c).await;
         // Batches add up: a session's reads stay on one node for up to a second.
