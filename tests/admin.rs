@@ -71,10 +71,14 @@ async fn operators_see_and_steer_the_backends() {
     a.query_drop(format!("SET BACKEND '{r1}' ONLINE"))
         .await
         .unwrap();
+    // One session's reads stay on a replica for up to a second (route::AFFINITY), then are
+    // placed afresh: within a few seconds they reach the replica that came back.
     let mut seen = false;
-    for _ in 0..40 {
+    let back = std::time::Instant::now();
+    while !seen && back.elapsed() < Duration::from_secs(5) {
         let at: u16 = c.query_first("SELECT @@port").await.unwrap().unwrap();
-        seen |= at == port(&r1);
+        seen = at == port(&r1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(seen, "the replica is back in rotation");
 

@@ -141,7 +141,16 @@ async fn a_replica_whose_sql_thread_stops_leaves_the_rotation_and_returns() {
     topo.root(1, "START SLAVE SQL_THREAD").await;
     let started = Instant::now();
     loop {
-        if port_of(&mut c, "/* weiche:consistency=eventual */ SELECT @@port").await == a {
+        // A new session each time: one session's reads stay where they are for a while
+        // (route::AFFINITY); where new sessions go shows the rotation.
+        let mut probe = Conn::new(opts(&w.addr())).await.expect("connect");
+        let at = port_of(
+            &mut probe,
+            "/* weiche:consistency=eventual */ SELECT @@port",
+        )
+        .await;
+        let _ = probe.disconnect().await;
+        if at == a {
             break;
         }
         assert!(

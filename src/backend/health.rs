@@ -160,10 +160,13 @@ impl BackendTable {
     }
 
     pub fn set_role(&self, i: usize, role: Role) {
-        self.backends[i]
+        let old = self.backends[i]
             .live
             .role
-            .store(role as u8, Ordering::Relaxed);
+            .swap(role as u8, Ordering::Relaxed);
+        if old != role as u8 {
+            self.rotation_changed();
+        }
     }
 
     pub fn state(&self, i: usize) -> State {
@@ -180,6 +183,7 @@ impl BackendTable {
             return false;
         }
         r.transitions += 1;
+        self.rotation_changed();
         if state == State::Down {
             b.live.epoch.fetch_add(1, Ordering::AcqRel);
         }

@@ -47,6 +47,9 @@ pub struct BackendTable {
     started: Instant,
     /// Smooth weighted round robin state, per backend.
     current: Mutex<Vec<i64>>,
+    /// Counts changes of which backends take reads (a state or role change, a refused
+    /// connection): a session's replica affinity ends with one.
+    rotation: AtomicU64,
     pub(super) writer: WriterSlot,
     /// Backend indexes as mysql-proxy numbered them (scripts, the admin port): the configured
     /// primaries first, then the replicas, each in configuration order.
@@ -84,6 +87,7 @@ impl BackendTable {
         order.sort_by_key(|&i| (backends[i].configured_role != Role::Primary, i));
         BackendTable {
             current: Mutex::new(vec![0; backends.len()]),
+            rotation: AtomicU64::new(0),
             order,
             backends,
             started: Instant::now(),
@@ -114,6 +118,16 @@ impl BackendTable {
         self.backends[i]
             .down_until_ms
             .store(until, Ordering::Relaxed);
+        self.rotation_changed();
+    }
+
+    /// The count of rotation changes (see `rotation`).
+    pub fn rotation(&self) -> u64 {
+        self.rotation.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn rotation_changed(&self) {
+        self.rotation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A replica that may take reads now.

@@ -77,9 +77,9 @@ pub(crate) struct Session {
     pub script: Option<crate::script::ScriptHandle>,
     /// The backend the script chose with proxy.connection.backend_ndx.
     pub script_backend: Option<usize>,
-    /// The backend reads prefer (see `route::Request::last`): the one borrowed last, and since
-    /// when the session has stayed on it.
-    pub last_backend: Option<(usize, std::time::Instant)>,
+    /// The backend reads prefer (see `route::Request::last`): the one borrowed last, since
+    /// when the session has stayed on it, and the backend table's rotation count then.
+    pub last_backend: Option<(usize, std::time::Instant, u64)>,
     /// The script asked to close the client connection (proxy.connection.connection_close).
     pub close_requested: bool,
     /// Weiche's own address on this connection (for proxy.connection.client.dst), and the

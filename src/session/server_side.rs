@@ -55,6 +55,13 @@ impl Session {
     }
 
     /// Why the session is pinned, for EXPLAIN ROUTE and logs ("" when it is not).
+    /// The backend this session's reads prefer now (see `route::Request::last`).
+    fn affinity(&self) -> Option<usize> {
+        let (i, since, rotation) = self.last_backend?;
+        (since.elapsed() < route::AFFINITY && rotation == self.shared.backends.rotation())
+            .then_some(i)
+    }
+
     /// What `pin_reasons` depends on, to tell cheaply whether it changed.
     pub fn pins_shown(&self) -> super::pins::Shown {
         let status = self.current.as_ref().map_or(0, |c| c.conn.state.status);
@@ -112,13 +119,10 @@ impl Session {
             script_backend: self.script_backend,
             writes: &self.writes,
             avoid,
-            // Kept for a second at most: then the session's next read is placed afresh, so
-            // that a replica back in rotation (or a new one) gets its share of a long-lived
-            // session's reads.
-            last: self
-                .last_backend
-                .filter(|(_, since)| since.elapsed() < route::AFFINITY)
-                .map(|(i, _)| i),
+            // Kept for a second at most, and only while the rotation is unchanged: then the
+            // session's next read is placed afresh, so that a replica back in rotation (or a
+            // new one) gets its share of a long-lived session's reads.
+            last: self.affinity(),
         };
         route::decide(&self.config, &self.shared.backends, request).map_err(CommandError::route)
     }
@@ -181,11 +185,8 @@ impl Session {
                 }
                 self.release();
                 let conn = self.borrow(i).await?;
-                let stays = self
-                    .last_backend
-                    .is_some_and(|(b, since)| b == i && since.elapsed() < route::AFFINITY);
-                if !stays {
-                    self.last_backend = Some((i, Instant::now()));
+                if self.affinity() != Some(i) {
+                    self.last_backend = Some((i, Instant::now(), self.shared.backends.rotation()));
                 }
                 tracing::debug!(backend = %conn.address, thread_id = conn.thread_id, "server connection");
                 self.handle.set_server(Some((i, conn.thread_id)));
