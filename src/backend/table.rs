@@ -287,6 +287,19 @@ mod tests {
     }
 
     #[test]
+    fn changes_of_who_takes_reads_are_counted() {
+        let t = table(&[1, 1]);
+        let r0 = t.rotation();
+        assert!(!t.set_state(1, State::Up, ""), "no change, no count");
+        assert_eq!(t.rotation(), r0);
+        t.set_state(1, State::Lagging, "behind");
+        t.set_role(2, Role::Primary);
+        t.set_role(2, Role::Primary);
+        t.mark_down(1, Duration::from_secs(1));
+        assert_eq!(t.rotation(), r0 + 3);
+    }
+
+    #[test]
     fn busy_and_down_replicas_are_avoided() {
         let t = table(&[1, 1]);
         let _busy = t.begin(1);
