@@ -116,6 +116,14 @@ async fn reads_reach(c: &mut Conn, port: u16, within: Duration) {
     );
 }
 
+/// Which node (0-based) listens on `port`.
+fn node_at(ports: &[u16], port: u16) -> usize {
+    ports
+        .iter()
+        .position(|&p| p == port)
+        .expect("a node's port")
+}
+
 /// The pid of node `at` (0-based), from the sandbox's pid file.
 fn pid_of(at: usize) -> String {
     let f = format!(
@@ -172,10 +180,7 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let w_at = ports
-        .iter()
-        .position(|&p| p == writer)
-        .expect("a node's port");
+    let w_at = node_at(&ports, writer);
     let readers: Vec<u16> = ports.iter().copied().filter(|&p| p != writer).collect();
     assert!(
         seen.len() == 2 && !seen.contains_key(&writer),
@@ -184,10 +189,7 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
 
     // A desynced node takes no reads, and takes them again once synced.
     let desynced = readers[1];
-    let d_at = ports
-        .iter()
-        .position(|&p| p == desynced)
-        .expect("a node's port");
+    let d_at = node_at(&ports, desynced);
     let mut nd = Conn::new(root_opts(&nodes[d_at]))
         .await
         .expect("the node to desync");
@@ -321,10 +323,7 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
         readers.contains(&new_writer),
         "writes did not move: {new_writer}"
     );
-    let n_at = ports
-        .iter()
-        .position(|&p| p == new_writer)
-        .expect("a node's port");
+    let n_at = node_at(&ports, new_writer);
     let mut n2 = Conn::new(root_opts(&nodes[n_at]))
         .await
         .expect("the new writer");

@@ -12,6 +12,19 @@ fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A counter family: its head, then one line per label set.
+fn counters<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    rows: impl Iterator<Item = (&'a String, &'a std::sync::atomic::AtomicU64)>,
+) {
+    head(out, name, "counter", help);
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{{{labels}}} {}", value.load(Relaxed));
+    }
+}
+
 /// A Prometheus label value.
 pub(super) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -69,40 +82,26 @@ pub fn families(shared: &Shared, out: &mut String) {
         m.shared_writes_unpublished.load(Relaxed)
     );
 
-    head(
+    let sessions = ["zlib", "zstd"].map(|a| format!("algorithm=\"{a}\""));
+    counters(
         out,
         "weiche_compressed_sessions_total",
-        "counter",
         "Client sessions on the compressed protocol, by algorithm.",
+        sessions.iter().zip(&m.compressed_sessions),
     );
-    for (i, a) in ["zlib", "zstd"].iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "weiche_compressed_sessions_total{{algorithm=\"{a}\"}} {}",
-            m.compressed_sessions[i].load(Relaxed)
-        );
-    }
-    head(
-        out,
-        "weiche_compressed_bytes_total",
-        "counter",
-        "Bytes of ended compressed client sessions, on the wire and before compression.",
-    );
-    for (i, (dir, form)) in [
+    let bytes = [
         ("received", "wire"),
         ("received", "plain"),
         ("sent", "wire"),
         ("sent", "plain"),
     ]
-    .iter()
-    .enumerate()
-    {
-        let _ = writeln!(
-            out,
-            "weiche_compressed_bytes_total{{direction=\"{dir}\",form=\"{form}\"}} {}",
-            m.compressed_bytes[i].load(Relaxed)
-        );
-    }
+    .map(|(dir, form)| format!("direction=\"{dir}\",form=\"{form}\""));
+    counters(
+        out,
+        "weiche_compressed_bytes_total",
+        "Bytes of ended compressed client sessions, on the wire and before compression.",
+        bytes.iter().zip(&m.compressed_bytes),
+    );
 
     head(
         out,

@@ -54,7 +54,6 @@ impl Session {
                 .is_some_and(|c| c.conn.state.in_transaction())
     }
 
-    /// Why the session is pinned, for EXPLAIN ROUTE and logs ("" when it is not).
     /// The backend this session's reads prefer now (see `route::Request::last`).
     fn affinity(&self) -> Option<usize> {
         let (i, since, rotation) = self.last_backend?;
@@ -77,6 +76,7 @@ impl Session {
         self.pins.shown(flags)
     }
 
+    /// Why the session is pinned, for EXPLAIN ROUTE and logs ("" when it is not).
     pub fn pin_reasons(&self) -> String {
         let mut r = self.pins.reasons();
         if let Some(c) = &self.current {

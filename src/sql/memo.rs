@@ -15,6 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::thread::LocalKey;
 
 use super::classify::Analysis;
 use super::lexer::{Kind, Token};
@@ -64,29 +65,35 @@ thread_local! {
     static WRITTEN: RefCell<Memo<Written>> = RefCell::new(Memo::default());
 }
 
-/// `analyze(sql, tokens)`, or the analysis of an earlier statement of the same shape.
+/// `f(sql, tokens)`, or what it gave for an earlier statement of the same shape.
+fn by_shape<T: Clone + 'static>(
+    memo: &'static LocalKey<RefCell<Memo<T>>>,
+    sql: &[u8],
+    tokens: &[Token],
+    f: impl FnOnce(&[u8], &[Token]) -> T,
+) -> T {
+    memo.with(|memo| match memo.try_borrow_mut() {
+        Ok(mut memo) => memo.get_or(sql, tokens, f),
+        Err(_) => f(sql, tokens),
+    })
+}
+
+/// The classifier's analysis (`analyze`), remembered by shape.
 pub fn analyze_by_shape(
     sql: &[u8],
     tokens: &[Token],
     analyze: impl FnOnce(&[u8], &[Token]) -> Analysis,
 ) -> Analysis {
-    ANALYSES.with(|memo| match memo.try_borrow_mut() {
-        Ok(mut memo) => memo.get_or(sql, tokens, analyze),
-        Err(_) => analyze(sql, tokens),
-    })
+    by_shape(&ANALYSES, sql, tokens, analyze)
 }
 
-/// `scan(sql, tokens)` (the tables a write touches), or that of an earlier statement of the
-/// same shape.
+/// The tables a write touches (`scan`), remembered by shape.
 pub fn written_by_shape(
     sql: &[u8],
     tokens: &[Token],
     scan: impl FnOnce(&[u8], &[Token]) -> Written,
 ) -> Written {
-    WRITTEN.with(|memo| match memo.try_borrow_mut() {
-        Ok(mut memo) => memo.get_or(sql, tokens, scan),
-        Err(_) => scan(sql, tokens),
-    })
+    by_shape(&WRITTEN, sql, tokens, scan)
 }
 
 /// Write `tokens`' shape into `key`: per token its kind, and for all but literals the length
