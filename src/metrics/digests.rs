@@ -1,6 +1,8 @@
 //! Statistics per statement digest (the text with literals as `?`): count, time, rows, and
-//! where the statements were answered. Bounded: when the table is full, a new digest replaces
-//! the one seen least often.
+//! where the statements were answered. Bounded: when the table is full, the quarter of the
+//! digests seen least often make room, in one pass. Evicting only the rarest one would scan
+//! the whole table under its lock for every new digest, and a client that sends nothing but
+//! new digests (literals in identifiers, generated SQL) would make every statement pay that.
 
 use super::RouteLabel;
 use std::collections::HashMap;
@@ -81,10 +83,8 @@ impl Digests {
             .entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !m.contains_key(&hash) && m.len() >= self.max {
-            if let Some(evict) = m.iter().min_by_key(|(_, e)| e.count).map(|(k, _)| *k) {
-                m.remove(&evict);
-            }
+        if m.len() >= self.max && !m.contains_key(&hash) {
+            make_room(&mut m, self.max);
         }
         let e = m.entry(hash).or_insert_with(|| Entry {
             text: text(),
@@ -127,11 +127,34 @@ impl Digests {
         rows
     }
 
+    /// Digests held now.
+    pub fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn clear(&self) {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+    }
+}
+
+/// Drop the `max / 4` digests seen least often (at least one): one O(max) pass per `max / 4`
+/// new digests, so a new digest costs O(1) on average.
+fn make_room(m: &mut HashMap<u64, Entry>, max: usize) {
+    let evict = (max / 4).clamp(1, m.len());
+    let mut by_count: Vec<(u64, u64)> = m.iter().map(|(k, e)| (e.count, *k)).collect();
+    by_count.select_nth_unstable(evict - 1);
+    for (_, k) in &by_count[..evict] {
+        m.remove(k);
     }
 }
 
@@ -159,5 +182,27 @@ mod tests {
         // Two at 101 µs went to a replica; the hit took 1 µs and spared 100.
         let c = d.top(10).into_iter().find(|r| r.digest == "c").unwrap();
         assert_eq!(c.saved_micros(), 100);
+    }
+
+    #[test]
+    fn a_flood_of_new_digests_keeps_the_frequent_ones_and_the_bound() {
+        let d = Digests::new(100);
+        for h in 0..10u64 {
+            for _ in 0..5 {
+                d.record(h, || format!("frequent {h}"), RouteLabel::Replica, 1, 0, false);
+            }
+        }
+        for h in 1_000..101_000u64 {
+            d.record(h, || format!("once {h}"), RouteLabel::Replica, 1, 0, false);
+            assert!(d.len() <= 100);
+        }
+        let top = d.top(100);
+        assert!(top.len() > 75, "{} held", top.len());
+        for h in 0..10u64 {
+            assert!(
+                top.iter().any(|r| r.hash == h && r.count == 5),
+                "frequent {h} was evicted"
+            );
+        }
     }
 }
