@@ -1,6 +1,7 @@
-//! Micro benchmarks of the per-statement work on the query path: the lexer and classifier, the
-//! framing of one packet, a response walked packet by packet, the routing decision, and the
-//! result cache's decision and key. Run with `cargo bench`; numbers in docs/benchmarks.md.
+//! Micro benchmarks of the per-statement work on the query path: the lexer and classifier (a
+//! statement of a known shape, and a new one), the framing of one packet, a response walked
+//! packet by packet, the routing decision, and the result cache's decision and key. Run with
+//! `cargo bench`; numbers in docs/benchmarks.md.
 
 use bytes::BytesMut;
 use clap::Parser;
@@ -37,6 +38,15 @@ fn sql(c: &mut Criterion) {
         b.iter(|| analyze(black_box(POINT)))
     });
     c.bench_function("analyze update", |b| b.iter(|| analyze(black_box(UPDATE))));
+    // Statements of the same shape as POINT but another table each: more shapes than a worker
+    // remembers, in a cycle, so every one is analyzed (the memo's miss path, its insert included).
+    let shapes: Vec<Vec<u8>> = (0..4096)
+        .map(|i| format!("SELECT c FROM sbtest{i} WHERE id=50123").into_bytes())
+        .collect();
+    let mut next = shapes.iter().cycle();
+    c.bench_function("analyze a new shape (memo miss)", |b| {
+        b.iter(|| analyze(black_box(next.next().map_or(POINT, Vec::as_slice))))
+    });
     c.bench_function("digest hash", |b| {
         b.iter(|| weiche::sql::digest::digest_hash(black_box(POINT)))
     });

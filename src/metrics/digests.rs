@@ -189,7 +189,14 @@ mod tests {
         let d = Digests::new(100);
         for h in 0..10u64 {
             for _ in 0..5 {
-                d.record(h, || format!("frequent {h}"), RouteLabel::Replica, 1, 0, false);
+                d.record(
+                    h,
+                    || format!("frequent {h}"),
+                    RouteLabel::Replica,
+                    1,
+                    0,
+                    false,
+                );
             }
         }
         for h in 1_000..101_000u64 {
