@@ -432,9 +432,11 @@ async fn entries_forged_in_memcached_are_never_served() {
     let m = common::memcached::Memcached::start();
     let ns = table("forge");
     let w = Weiche::start_config(&format!(
-        // No near cache: every hit is read back from memcached, where the attacker writes.
+        // No near cache: every hit is read back from memcached, where the attacker writes. A
+        // generous timeout: at the default 50 ms a loaded machine can make the store look
+        // unreachable, the reads bypass the cache, and there is no entry to forge.
         "{ADMIN}\n[cache]\nservers = [\"{}\"]\nnamespace = \"{ns}\"\nsecret = \"{ns}-secret-of-the-fleet\"\n\
-         near_memory = 0\n",
+         near_memory = 0\ntimeout = 2\n",
         m.addr()
     ));
     let t = table("forge_t");
