@@ -256,17 +256,9 @@ pub async fn acquire(
                     Some(make) => make(),
                     None => unreachable!("a borrow opens at most one connection"),
                 };
-                // Boxed once: a session's idle slot stays small, and lending it out and taking
-                // it back move a pointer instead of the connection.
-                let mut conn = Box::new(Pooled {
-                    conn: ServerConnection::connect(address, &params).await?,
-                    key: key.clone(),
-                    _slot: slot,
-                    generation,
-                    born: Instant::now(),
-                });
-                conn.setup().await?;
-                return Ok(conn);
+                // Its own box: the login's state (a few KiB) would otherwise be part of every
+                // command's future, copied for each statement, while a new connection is rare.
+                return Box::pin(open(address, &params, key, slot, generation)).await;
             }
             Plan::Wait(notify) => {
                 if tokio::time::timeout_at(deadline, notify.notified())
@@ -282,6 +274,27 @@ pub async fn acquire(
             }
         }
     }
+}
+
+/// Log in a new connection for `key` in `slot`.
+async fn open(
+    address: &str,
+    params: &LoginParams,
+    key: &PoolKey,
+    slot: Slot,
+    generation: Generation,
+) -> Result<Box<Pooled>, PoolError> {
+    // Boxed once: a session's idle slot stays small, and lending it out and taking it back
+    // move a pointer instead of the connection.
+    let mut conn = Box::new(Pooled {
+        conn: ServerConnection::connect(address, params).await?,
+        key: key.clone(),
+        _slot: slot,
+        generation,
+        born: Instant::now(),
+    });
+    conn.setup().await?;
+    Ok(conn)
 }
 
 /// What a borrow does, decided inside the worker's pool. The expired connections stay boxed as

@@ -174,6 +174,18 @@ impl Session {
                 return Ok(Step::Run(None));
             }
         }
+        // Boxed, as the fill and the bumps are: a lookup's state (a memcached round trip)
+        // would otherwise be part of every command's future, cacheable or not.
+        Box::pin(self.look_up(cache, plan, sql, params)).await
+    }
+
+    async fn look_up(
+        &mut self,
+        cache: Arc<Cache>,
+        plan: Plan,
+        sql: &[u8],
+        params: Option<&[u8]>,
+    ) -> Result<Step, RelayError> {
         let params = match params {
             Some(p) => [&b"\x01execute"[..], p].concat(),
             None => Vec::new(),
@@ -253,6 +265,10 @@ impl Session {
     pub(crate) async fn cache_fill(&mut self, fill: Option<Fill>, clean: bool) {
         let tap = self.tap.take();
         let Some(fill) = fill else { return };
+        Box::pin(self.store_fill(fill, tap, clean)).await
+    }
+
+    async fn store_fill(&mut self, fill: Fill, tap: Option<Tap>, clean: bool) {
         match tap {
             Some(t) if clean && !t.overflow && !t.bytes.is_empty() => {
                 let rows = self.outcome.rows;
@@ -304,7 +320,7 @@ impl Session {
                 let mut scopes: Vec<Scope> = std::mem::take(&mut self.cache_pending);
                 scopes.sort();
                 scopes.dedup();
-                cache.bump(&scopes).await;
+                Box::pin(cache.bump(&scopes)).await;
             }
         }
         // Other instances' sessions of this user must see the commit once the client has OK.

@@ -41,7 +41,8 @@ async fn next_command(client: &mut Framed<Stream>, max: usize) -> Result<Chunk, 
 async fn linger(client: &mut Framed<Stream>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = client.io.shutdown().await;
-    let mut buf = [0u8; 8192];
+    // On the heap: an array here would be part of every session's task, lingering or not.
+    let mut buf = vec![0u8; 8192];
     let until = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
     while let Ok(Ok(n)) = tokio::time::timeout_at(until, client.io.read(&mut buf)).await {
         if n == 0 {
@@ -221,7 +222,8 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
 
 async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
     if s.script.is_some() && !cmd.payload.is_empty() {
-        if let Some(next) = super::script::read_query(s, &cmd).await? {
+        // Boxed: the script's path (its injected queries) would size every command's future.
+        if let Some(next) = Box::pin(super::script::read_query(s, &cmd)).await? {
             return Ok(next);
         }
     }
@@ -236,7 +238,7 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
     };
     match code {
         com::QUIT => return Ok(Next::Close),
-        com::CHANGE_USER => return change_user(s, cmd).await,
+        com::CHANGE_USER => return Box::pin(change_user(s, cmd)).await,
         com::PING | com::RESET_CONNECTION => {
             if code == com::RESET_CONNECTION {
                 reset_connection(s);
@@ -261,14 +263,14 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
             if let Some(k) =
                 kill::parse(&cmd.payload[1..]).filter(|k| k.id >= u64::from(FIRST_CONNECTION_ID))
             {
-                return run_kill(s, cmd.seq, k.id, k.query).await;
+                return Box::pin(run_kill(s, cmd.seq, k.id, k.query)).await;
             }
             if is_compression_status(&cmd.payload[1..]) {
                 return compression_status(s, cmd.seq).await;
             }
             if let Some(rest) = explain_route_target(&cmd.payload[1..]) {
                 let rest = rest.to_vec();
-                return explain_route(s, cmd.seq, &rest).await;
+                return Box::pin(explain_route(s, cmd.seq, &rest)).await;
             }
             let analysis = if cmd.continues() {
                 crate::sql::analyze_prefix("a statement longer than one packet")
@@ -284,7 +286,7 @@ async fn dispatch(s: &mut Session, cmd: Chunk) -> Result<Next, RelayError> {
                 .get(1..5)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             if let Some(id) = id.filter(|&id| id >= FIRST_CONNECTION_ID) {
-                return run_kill(s, cmd.seq, u64::from(id), false).await;
+                return Box::pin(run_kill(s, cmd.seq, u64::from(id), false)).await;
             }
         }
         _ => {}

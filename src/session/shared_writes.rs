@@ -77,7 +77,9 @@ impl Session {
             return;
         };
         let Some(c) = cache.cluster() else { return };
-        match read(&cache, c, &k).await {
+        // Boxed here and in the publishing: memcached's round trip would otherwise be part of
+        // every command's future, the option on or off.
+        match Box::pin(read(&cache, c, &k)).await {
             Some((Some(pos), _)) => self.writes.committed_at(&pos),
             Some((None, _)) => {}
             None => tracing::debug!(
@@ -101,6 +103,10 @@ impl Session {
         let Some(pos) = self.shared_pending.take() else {
             return;
         };
+        Box::pin(self.publish(pos)).await
+    }
+
+    async fn publish(&mut self, pos: GtidPos) {
         let Some((cache, k)) = self.shared_writes() else {
             return;
         };
