@@ -24,7 +24,8 @@ type Schema = Option<Vec<u8>>;
 /// schemas, so those are a short list.
 #[derive(Debug)]
 pub struct PreparedCache {
-    by_sql: HashMap<Bytes, Vec<(Schema, ServerStatement)>>,
+    /// foldhash (seeded): every execute hashes its statement's text here.
+    by_sql: HashMap<Bytes, Vec<(Schema, ServerStatement)>, foldhash::fast::RandomState>,
     len: usize,
     tick: u64,
     pub max: usize,
@@ -33,7 +34,7 @@ pub struct PreparedCache {
 impl Default for PreparedCache {
     fn default() -> Self {
         PreparedCache {
-            by_sql: HashMap::new(),
+            by_sql: HashMap::default(),
             len: 0,
             tick: 0,
             max: 256,

@@ -54,14 +54,15 @@ impl DigestRow {
 #[derive(Debug)]
 pub struct Digests {
     max: usize,
-    entries: Mutex<HashMap<u64, Entry>>,
+    /// The digest hash is SipHash already; foldhash (seeded) spreads it for the table.
+    entries: Mutex<HashMap<u64, Entry, foldhash::fast::RandomState>>,
 }
 
 impl Digests {
     pub fn new(max: usize) -> Digests {
         Digests {
             max,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
         }
     }
 
@@ -149,7 +150,10 @@ impl Digests {
 
 /// Drop the `max / 4` digests seen least often (at least one): one O(max) pass per `max / 4`
 /// new digests, so a new digest costs O(1) on average.
-fn make_room(m: &mut HashMap<u64, Entry>, max: usize) {
+fn make_room<S>(m: &mut HashMap<u64, Entry, S>, max: usize)
+where
+    S: std::hash::BuildHasher,
+{
     let evict = (max / 4).clamp(1, m.len());
     let mut by_count: Vec<(u64, u64)> = m.iter().map(|(k, e)| (e.count, *k)).collect();
     by_count.select_nth_unstable(evict - 1);

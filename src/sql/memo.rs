@@ -31,14 +31,16 @@ const MAX_KEY: usize = 1024;
 struct Memo<T> {
     /// The key being built (kept to reuse its allocation).
     key: Vec<u8>,
-    entries: HashMap<Box<[u8]>, T>,
+    /// foldhash, seeded per process: SipHash over the key was most of a lookup's cost, and
+    /// the seed still keeps a client from choosing keys that collide.
+    entries: HashMap<Box<[u8]>, T, foldhash::fast::RandomState>,
 }
 
 impl<T> Default for Memo<T> {
     fn default() -> Self {
         Memo {
             key: Vec::new(),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 }
