@@ -3,7 +3,10 @@
 //! writes; a desynced node, and a node cut off (SIGSTOP), take no reads until they are synced
 //! again; and when the writer node is killed under a write load, writes
 //! move to another node with no acknowledged write lost or duplicated. The failover time (the
-//! longest time without an acknowledged write from the kill on) is printed.
+//! longest time without an acknowledged write from the kill on) is printed. When Galera itself
+//! loses the quorum in the kill (the survivors end outside a Primary component, rare on a
+//! loaded machine), writes must be refused until an operator bootstraps a survivor, and then
+//! go there with nothing lost.
 
 mod common;
 
@@ -210,13 +213,14 @@ async fn settled(nodes: &[String]) {
 
 /// The port the writer node has (a transaction runs there).
 async fn writer_port(c: &mut Conn) -> u16 {
-    let mut t = c
-        .start_transaction(Default::default())
-        .await
-        .expect("begin");
-    let p: Option<u16> = t.query_first("SELECT @@port").await.expect("select");
-    t.commit().await.expect("commit");
-    p.expect("a port")
+    try_writer_port(c).await.expect("the writer's port")
+}
+
+async fn try_writer_port(c: &mut Conn) -> Result<u16, mysql_async::Error> {
+    let mut t = c.start_transaction(Default::default()).await?;
+    let p: Option<u16> = t.query_first("SELECT @@port").await?;
+    t.commit().await?;
+    Ok(p.expect("a port"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,32 +366,107 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
         h.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    // The outage: the longest time without an acknowledged write from the kill on.
-    let mut times: Vec<Instant> = acked.iter().map(|(_, at)| *at).collect();
-    times.sort();
-    let last_before = times.iter().rev().find(|t| **t <= killed).copied();
-    let after: Vec<Instant> = times.iter().filter(|t| **t > killed).copied().collect();
-    assert!(
-        !after.is_empty(),
-        "no write was acknowledged after the kill"
-    );
-    let mut outage = Duration::ZERO;
-    let mut prev = last_before.unwrap_or(killed);
-    for t in after.iter().chain([&stopped]) {
-        outage = outage.max(t.duration_since(prev));
-        prev = *t;
-    }
-    println!(
-        "galera failover: writes stopped for at most {:.2} s after the writer node was killed \
-         (monitor interval 0.2 s, down after 2 failed checks); {} writes acknowledged, {} after \
-         the kill",
-        outage.as_secs_f64(),
-        acked.len(),
-        after.len()
-    );
-    let mut c = match Conn::new(opts(&w.addr())).await {
-        Ok(c) => c,
-        Err(e) => panic!("reconnect: {e}; the nodes: {:?}", views(&nodes).await),
+    let survivors: Vec<String> = readers
+        .iter()
+        .map(|&p| nodes[node_at(&ports, p)].clone())
+        .collect();
+    let after_kill = views(&survivors).await;
+    let quorum_lost = after_kill.iter().all(|v| {
+        v.as_ref()
+            .is_ok_and(|(_, _, status, _)| status != "Primary")
+    });
+    let mut c = if quorum_lost {
+        // Galera's own outcome, seen rarely on this loaded machine: a survivor was silent long
+        // enough during the eviction that the two ended in a component that is not Primary
+        // (its error log says so), and they wait for the dead node or an operator. Weiche must
+        // refuse writes then; once an operator bootstraps a survivor, writes go there, and
+        // what was acknowledged before is there.
+        println!(
+            "galera failover: the survivors lost the quorum ({after_kill:?}); checking that \
+             writes are refused, then bootstrapping one as an operator would"
+        );
+        for (&port, n) in readers.iter().zip(&survivors) {
+            let log = std::fs::read_to_string(format!(
+                "{}/node{}/error.log",
+                std::env::var("WEICHE_GALERA_DIR").unwrap_or_else(|_| "/tmp/weiche-galera".into()),
+                node_at(&ports, port) + 1
+            ))
+            .unwrap_or_default();
+            let views: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    l.contains("view(view_id") || l.contains("suspect") || l.contains("inactive")
+                })
+                .collect();
+            println!(
+                "{n}: {}",
+                views[views.len().saturating_sub(8)..].join("\n  ")
+            );
+        }
+        let refused = match Conn::new(opts(&w.addr())).await {
+            Err(e) => e.to_string(),
+            Ok(mut c) => c
+                .query_drop(format!("INSERT INTO {t} (wid) VALUES ('refused')"))
+                .await
+                .map(|_| "accepted".to_string())
+                .unwrap_or_else(|e| e.to_string()),
+        };
+        assert!(
+            refused.contains("no primary"),
+            "a write without quorum: {refused}"
+        );
+        let mut b = Conn::new(root_opts(&survivors[0]))
+            .await
+            .expect("a survivor");
+        b.query_drop("SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'")
+            .await
+            .expect("bootstrap");
+        let start = Instant::now();
+        loop {
+            let tried = async {
+                let mut c = Conn::new(opts(&w.addr())).await?;
+                try_writer_port(&mut c).await?;
+                Ok::<_, mysql_async::Error>(c)
+            }
+            .await;
+            match tried {
+                Ok(c) => break c,
+                Err(e) => assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "writes did not resume after the bootstrap: {e}; the nodes: {:?}",
+                    views(&nodes).await
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else {
+        // The outage: the longest time without an acknowledged write from the kill on.
+        let mut times: Vec<Instant> = acked.iter().map(|(_, at)| *at).collect();
+        times.sort();
+        let last_before = times.iter().rev().find(|t| **t <= killed).copied();
+        let after: Vec<Instant> = times.iter().filter(|t| **t > killed).copied().collect();
+        assert!(
+            !after.is_empty(),
+            "no write was acknowledged after the kill"
+        );
+        let mut outage = Duration::ZERO;
+        let mut prev = last_before.unwrap_or(killed);
+        for t in after.iter().chain([&stopped]) {
+            outage = outage.max(t.duration_since(prev));
+            prev = *t;
+        }
+        println!(
+            "galera failover: writes stopped for at most {:.2} s after the writer node was \
+             killed (monitor interval 0.2 s, down after 2 failed checks); {} writes \
+             acknowledged, {} after the kill",
+            outage.as_secs_f64(),
+            acked.len(),
+            after.len()
+        );
+        match Conn::new(opts(&w.addr())).await {
+            Ok(c) => c,
+            Err(e) => panic!("reconnect: {e}; the nodes: {:?}", views(&nodes).await),
+        }
     };
     let new_writer = writer_port(&mut c).await;
     assert!(
