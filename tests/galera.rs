@@ -127,14 +127,18 @@ fn node_at(ports: &[u16], port: u16) -> usize {
         .expect("a node's port")
 }
 
-/// The pid of node `at` (0-based), from the sandbox's pid file.
-fn pid_of(at: usize) -> String {
-    let f = format!(
-        "{}/node{}/node.pid",
+/// The sandbox's directory of node `at` (0-based).
+fn node_dir(at: usize) -> String {
+    format!(
+        "{}/node{}",
         std::env::var("WEICHE_GALERA_DIR").unwrap_or_else(|_| "/tmp/weiche-galera".into()),
         at + 1
-    );
-    std::fs::read_to_string(&f)
+    )
+}
+
+/// The pid of node `at` (0-based), from the sandbox's pid file.
+fn pid_of(at: usize) -> String {
+    std::fs::read_to_string(format!("{}/node.pid", node_dir(at)))
         .expect("a node's pid")
         .trim()
         .to_string()
@@ -366,79 +370,19 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
         h.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    let survivors: Vec<String> = readers
-        .iter()
-        .map(|&p| nodes[node_at(&ports, p)].clone())
-        .collect();
+    let survivor_at: Vec<usize> = readers.iter().map(|&p| node_at(&ports, p)).collect();
+    let survivors: Vec<String> = survivor_at.iter().map(|&at| nodes[at].clone()).collect();
     let after_kill = views(&survivors).await;
     let quorum_lost = after_kill.iter().all(|v| {
         v.as_ref()
             .is_ok_and(|(_, _, status, _)| status != "Primary")
     });
     let mut c = if quorum_lost {
-        // Galera's own outcome, seen rarely on this loaded machine: a survivor was silent long
-        // enough during the eviction that the two ended in a component that is not Primary
-        // (its error log says so), and they wait for the dead node or an operator. Weiche must
-        // refuse writes then; once an operator bootstraps a survivor, writes go there, and
-        // what was acknowledged before is there.
         println!(
             "galera failover: the survivors lost the quorum ({after_kill:?}); checking that \
              writes are refused, then bootstrapping one as an operator would"
         );
-        for (&port, n) in readers.iter().zip(&survivors) {
-            let log = std::fs::read_to_string(format!(
-                "{}/node{}/error.log",
-                std::env::var("WEICHE_GALERA_DIR").unwrap_or_else(|_| "/tmp/weiche-galera".into()),
-                node_at(&ports, port) + 1
-            ))
-            .unwrap_or_default();
-            let views: Vec<&str> = log
-                .lines()
-                .filter(|l| {
-                    l.contains("view(view_id") || l.contains("suspect") || l.contains("inactive")
-                })
-                .collect();
-            println!(
-                "{n}: {}",
-                views[views.len().saturating_sub(8)..].join("\n  ")
-            );
-        }
-        let refused = match Conn::new(opts(&w.addr())).await {
-            Err(e) => e.to_string(),
-            Ok(mut c) => c
-                .query_drop(format!("INSERT INTO {t} (wid) VALUES ('refused')"))
-                .await
-                .map(|_| "accepted".to_string())
-                .unwrap_or_else(|e| e.to_string()),
-        };
-        assert!(
-            refused.contains("no primary"),
-            "a write without quorum: {refused}"
-        );
-        let mut b = Conn::new(root_opts(&survivors[0]))
-            .await
-            .expect("a survivor");
-        b.query_drop("SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'")
-            .await
-            .expect("bootstrap");
-        let start = Instant::now();
-        loop {
-            let tried = async {
-                let mut c = Conn::new(opts(&w.addr())).await?;
-                try_writer_port(&mut c).await?;
-                Ok::<_, mysql_async::Error>(c)
-            }
-            .await;
-            match tried {
-                Ok(c) => break c,
-                Err(e) => assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "writes did not resume after the bootstrap: {e}; the nodes: {:?}",
-                    views(&nodes).await
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        after_quorum_loss(&w, &t, &survivors, &survivor_at, &nodes).await
     } else {
         // The outage: the longest time without an acknowledged write from the kill on.
         let mut times: Vec<Instant> = acked.iter().map(|(_, at)| *at).collect();
@@ -499,4 +443,71 @@ async fn writes_to_one_node_reads_to_the_others_and_failover_loses_nothing() {
         .await
         .unwrap();
     // The cluster is left with node1 dead: the next start rebuilds it.
+}
+
+/// After a kill that left no survivor in a Primary component: writes through Weiche are
+/// refused until an operator bootstraps a survivor, then go there. Returns a connection whose
+/// transaction reached the new writer.
+async fn after_quorum_loss(
+    w: &Weiche,
+    table: &str,
+    survivors: &[String],
+    survivor_at: &[usize],
+    nodes: &[String],
+) -> Conn {
+    // Galera's own outcome, seen rarely on this loaded machine: a survivor was silent long
+    // enough during the eviction that the two ended in a component that is not Primary
+    // (its error log says so), and they wait for the dead node or an operator. Weiche must
+    // refuse writes then; once an operator bootstraps a survivor, writes go there, and
+    // what was acknowledged before is there.
+    for (&at, n) in survivor_at.iter().zip(survivors) {
+        let log =
+            std::fs::read_to_string(format!("{}/error.log", node_dir(at))).unwrap_or_default();
+        let views: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("view(view_id") || l.contains("suspect") || l.contains("inactive")
+            })
+            .collect();
+        println!(
+            "{n}: {}",
+            views[views.len().saturating_sub(8)..].join("\n  ")
+        );
+    }
+    let refused = match Conn::new(opts(&w.addr())).await {
+        Err(e) => e.to_string(),
+        Ok(mut c) => c
+            .query_drop(format!("INSERT INTO {table} (wid) VALUES ('refused')"))
+            .await
+            .map(|_| "accepted".to_string())
+            .unwrap_or_else(|e| e.to_string()),
+    };
+    assert!(
+        refused.contains("no primary"),
+        "a write without quorum: {refused}"
+    );
+    let mut b = Conn::new(root_opts(&survivors[0]))
+        .await
+        .expect("a survivor");
+    b.query_drop("SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'")
+        .await
+        .expect("bootstrap");
+    let start = Instant::now();
+    loop {
+        let tried = async {
+            let mut c = Conn::new(opts(&w.addr())).await?;
+            try_writer_port(&mut c).await?;
+            Ok::<_, mysql_async::Error>(c)
+        }
+        .await;
+        match tried {
+            Ok(c) => break c,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "writes did not resume after the bootstrap: {e}; the nodes: {:?}",
+                views(nodes).await
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

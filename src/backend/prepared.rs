@@ -4,7 +4,7 @@
 //! max_prepared_stmt_count is never exhausted by Weiche.
 
 use bytes::Bytes;
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// The server's statement and what it was last told about parameter types.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ type Schema = Option<Vec<u8>>;
 #[derive(Debug)]
 pub struct PreparedCache {
     /// foldhash (seeded): every execute hashes its statement's text here.
-    by_sql: HashMap<Bytes, Vec<(Schema, ServerStatement)>, foldhash::fast::RandomState>,
+    by_sql: HashMap<Bytes, Vec<(Schema, ServerStatement)>>,
     len: usize,
     tick: u64,
     pub max: usize,

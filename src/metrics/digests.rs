@@ -5,7 +5,7 @@
 //! new digests (literals in identifiers, generated SQL) would make every statement pay that.
 
 use super::RouteLabel;
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, Default)]
@@ -55,7 +55,7 @@ impl DigestRow {
 pub struct Digests {
     max: usize,
     /// The digest hash is SipHash already; foldhash (seeded) spreads it for the table.
-    entries: Mutex<HashMap<u64, Entry, foldhash::fast::RandomState>>,
+    entries: Mutex<HashMap<u64, Entry>>,
 }
 
 impl Digests {
@@ -129,15 +129,12 @@ impl Digests {
     }
 
     /// Digests held now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn clear(&self) {
@@ -150,10 +147,7 @@ impl Digests {
 
 /// Drop the `max / 4` digests seen least often (at least one): one O(max) pass per `max / 4`
 /// new digests, so a new digest costs O(1) on average.
-fn make_room<S>(m: &mut HashMap<u64, Entry, S>, max: usize)
-where
-    S: std::hash::BuildHasher,
-{
+fn make_room(m: &mut HashMap<u64, Entry>, max: usize) {
     let evict = (max / 4).clamp(1, m.len());
     let mut by_count: Vec<(u64, u64)> = m.iter().map(|(k, e)| (e.count, *k)).collect();
     by_count.select_nth_unstable(evict - 1);

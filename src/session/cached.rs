@@ -31,7 +31,7 @@ pub(crate) struct Fill {
 pub struct Memo {
     epoch: u64,
     schema: Option<Vec<u8>>,
-    verdicts: std::collections::HashMap<u64, Verdict, foldhash::fast::RandomState>,
+    verdicts: foldhash::HashMap<u64, Verdict>,
 }
 
 /// Verdicts a session keeps at most (then it starts over).

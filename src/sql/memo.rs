@@ -13,8 +13,8 @@
 //! them apart. Each worker thread has its own memos (no lock on the query path); each is
 //! bounded in entries and in key length, and emptied when full.
 
+use foldhash::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::thread::LocalKey;
 
 use super::classify::Analysis;
@@ -33,7 +33,7 @@ struct Memo<T> {
     key: Vec<u8>,
     /// foldhash, seeded per process: SipHash over the key was most of a lookup's cost, and
     /// the seed still keeps a client from choosing keys that collide.
-    entries: HashMap<Box<[u8]>, T, foldhash::fast::RandomState>,
+    entries: HashMap<Box<[u8]>, T>,
 }
 
 impl<T> Default for Memo<T> {
